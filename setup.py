@@ -1,0 +1,60 @@
+"""onmt-mirror: Mirror (bidirectional CVAE dialogue generation) as an OpenNMT-py 3.5.1 plugin.
+
+OpenNMT-py itself is deliberately NOT in install_requires: its metadata pins torch<2.3, so
+pip would replace a modern torch with a multi-GB old build. Install it with
+`pip install --no-deps opennmt-py==3.5.1` (the Makefile does); the plugin checks the version
+at import. The runtime needs OpenNMT-py imports eagerly are listed here instead.
+"""
+import os
+import shutil
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+PTH = "onmt_mirror.pth"
+
+# What `import onmt` needs at start-up (onmt/transforms/__init__.py imports every transform).
+ONMT_RUNTIME = [
+    "configargparse",
+    "pyonmttok>=1.37,<2",
+    "numpy",
+    "rapidfuzz",
+    "pyahocorasick",
+    "sacrebleu",
+    "six",
+    "spacy",
+    "fasttext-wheel",
+]
+
+
+class BuildWithPth(build_py):
+    """Ship the one-line .pth hook that registers the plugin once `onmt` is imported.
+
+    Checked with pip 26.3 / setuptools 84.2: wheel, sdist and editable installs all place
+    it in site-packages; it must not be listed in get_outputs() (strict editable mode fails).
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            target = self.get_finalized_command("install").install_lib
+        else:
+            target = self.build_lib
+        os.makedirs(target, exist_ok=True)
+        shutil.copyfile(PTH, os.path.join(target, PTH))
+
+
+setup(
+    name="onmt-mirror",
+    version="0.1.0",
+    description="Mirror: a bidirectional conditional-VAE dialogue response generator, "
+    "as a plugin for the stock OpenNMT-py 3.5.1 command-line tools",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["onmt_mirror", "onmt_mirror.*"]),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4", "pyyaml"] + ONMT_RUNTIME,
+    extras_require={"test": ["pytest"]},
+    cmdclass={"build_py": BuildWithPth},
+    include_package_data=True,
+)
