@@ -18,7 +18,7 @@ DAILYDIALOG = SHARED / "datasets" / "dailydialog"
 DEMO = REPO / "examples" / "demo" / "data"
 OUTPUT_FILES = [f"{s}.{side}" for s in ("train", "valid", "test") for side in ("src", "tgt")]
 needs_shared = pytest.mark.skipif(
-    not (DAILYDIALOG / "dialogues_train.txt").is_file(), reason=f"no shared data at {DAILYDIALOG}"
+    not SHARED.is_dir(), reason=f"no shared folder at {SHARED}"
 )
 
 GOOD = b"A1 __eou__ B1 __eou__ A2 __eou__ B2 __eou__\n"
@@ -79,7 +79,7 @@ def test_shared_dailydialog_dedup(tmp_path):
 
 
 def test_window_contents(tmp_path, capsys):
-    train = (b"  A1   said\tthis __eou__ B1 __eou__ A2 __eou__ B2 __eou__ \r\n"
+    train = (b"\xef\xbb\xbf  A1   said\tthis __eou__ B1 __eou__ A2 __eou__ B2 __eou__ \r\n"
              b"hi __eou__ hello __eou__\n"
              b"C1 __eou__ D1 __eou__ C2 __eou__\n")
     dailydialog_dir(tmp_path / "in", train=train)
@@ -303,17 +303,18 @@ def test_movietriples(tmp_path, capsys, names, suffix):
 def test_movietriples_bad_lines(tmp_path, capsys):
     root = movietriples_dir(tmp_path / "in")
     train = root / "Training_Shuffled_Dataset.txt"
-    train.write_text("a\tb\tc\nonly\ttwo\na\t \tc\n", encoding="utf-8")
+    train.write_text("a\tb\tc\nonly\ttwo\na\t \tc\na\tb __eou__ b\tc\n", encoding="utf-8")
     assert run(tmp_path, dataset="movietriples")[0] == 1
     assert capsys.readouterr().err == (
         f"onmt_mirror.prepare movietriples: error: {train} line 2: expected 3 tab-separated "
-        "utterances, found 2; 2 bad line(s) in total (train 2); "
+        "utterances, found 2; 3 bad line(s) in total (train 3); "
         "fix the input or pass --on-bad-line skip\n")
     rc, out = run(tmp_path, "--on-bad-line", "skip", dataset="movietriples")
     assert rc == 0
     assert manifest(out)["bad_line_examples"]["train"] == [
         f"{train} line 2: expected 3 tab-separated utterances, found 2",
-        f"{train} line 3: empty utterance 2"]
+        f"{train} line 3: empty utterance 2",
+        f"{train} line 4: utterance 2 contains __eou__"]
 
 
 def test_movietriples_rejects_ambiguous_files_and_more_context(tmp_path, capsys):

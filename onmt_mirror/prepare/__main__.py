@@ -38,8 +38,7 @@ def build_parser():
     return parser
 
 
-def report(manifest, output):
-    unit = "triples" if "triples" in manifest else "dialogues"
+def report(manifest, output, unit):
     for split in SPLITS:
         bad = manifest["bad_line_examples"][split]
         if bad:
@@ -64,7 +63,7 @@ def main(argv=None):
     except (PrepareError, OSError) as exc:
         print(f"onmt_mirror.prepare {args.dataset}: error: {exc}", file=sys.stderr)
         return 1
-    report(manifest, args.output)
+    report(manifest, args.output, READERS[args.dataset].UNIT)
     return 0
 
 

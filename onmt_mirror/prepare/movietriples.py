@@ -24,4 +24,6 @@ def parse_line(text):
     for i, turn in enumerate(turns, 1):
         if not turn.strip():
             return None, f"empty utterance {i}"
+        if "__eou__" in turn:  # it would split the joined src in the wrong place
+            return None, f"utterance {i} contains __eou__"
     return turns, None

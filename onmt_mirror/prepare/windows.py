@@ -4,6 +4,7 @@ A window is one training example (src, tgt). src is the dialogue history, the co
 turn(s) then the query x, joined with " __eou__ "; tgt is the response y. The plugin's
 transform splits src on that separator, so no turn may contain it (the readers split on it).
 """
+import codecs
 import hashlib
 from dataclasses import dataclass, field
 
@@ -56,10 +57,13 @@ def decode_lines(path):
     """Yield (lineno, text or None, BadLine or None) for each line of a UTF-8 file.
 
     Decoding line by line (not the whole file) lets a bad byte be reported with its line.
+    A byte-order mark (editors on Windows add one) is dropped, not glued to the first word.
     """
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             raw = raw.rstrip(b"\r\n")
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
                 yield lineno, raw.decode("utf-8"), None
             except UnicodeDecodeError as exc:
