@@ -2,7 +2,8 @@
 
 A window is one training example (src, tgt). src is the dialogue history, the context
 turn(s) then the query x, joined with " __eou__ "; tgt is the response y. The plugin's
-transform splits src on that separator, so no turn may contain it (the readers split on it).
+transform splits src on that separator, so no turn may contain it (readers split on it
+or reject the line).
 """
 import codecs
 import hashlib
