@@ -96,5 +96,5 @@ def test_packaged_glove_is_found_offline():
 
 def test_glove_words_may_contain_spaces(tmp_path):
     path = tmp_path / "glove840.txt"
-    path.write_text("new york 1 2\n. 3 4\n")  # GloVe 840B has such entries
+    path.write_text(". 3 4\nnew york 1 2\n")  # GloVe 840B has such entries (never first)
     assert word_vectors.load(str(path)).lookup("new york").tolist() == [1.0, 2.0]
