@@ -58,7 +58,7 @@ def plot_pairwise(rows, path, title="Pairwise comparison"):
     ax.set_xlabel("% of judgements")
     ax.invert_yaxis()
     ax.set_title(title)
-    ax.legend(ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.05), frameon=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
