@@ -26,7 +26,8 @@ button { font-size: 1em; padding: .4em 1em; margin: .2em; }
 <h1>Which response fits the conversation better?</h1>
 <p>Read the conversation, then pick the response that is the more appropriate next turn
 (relevant, coherent, informative). Choose <em>Tie</em> if they are equally good or equally bad.
-When you have answered every item, press <em>Export</em> and send the downloaded file back.</p>
+The last turn, in blue, is the one being answered. When you have answered every
+item, press <em>Export</em> and send the downloaded file back.</p>
 <p id="status"></p>
 <div id="context"></div>
 <div class="responses">
