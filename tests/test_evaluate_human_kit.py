@@ -60,7 +60,8 @@ def test_aggregate_maps_sides_back_to_systems():
     first = min(it["example"] for it in key["items"])
     exports = {
         "annotator1": choices_for(key, "annotator1", lambda ex, other: "win"),
-        "annotator2": choices_for(key, "annotator2", lambda ex, other: "win" if other == "sysbad" else "loss"),
+        "annotator2": choices_for(key, "annotator2",
+                                  lambda ex, other: "win" if other == "sysbad" else "loss"),
         "annotator3": choices_for(key, "annotator3", lambda ex, other: "tie" if ex == first else "win"),
     }
     bad, meh = human_kit.aggregate(key, exports)

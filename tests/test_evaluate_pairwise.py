@@ -9,7 +9,8 @@ from onmt_mirror.evaluate.table1 import markdown, table1_row
 
 
 def test_judge_margin_makes_ties():
-    assert pairwise.judge([0.9, 0.5, 0.52, 0.3], [0.2, 0.8, 0.5, 0.36], margin=0.05).tolist() == [1, -1, 0, -1]
+    judged = pairwise.judge([0.9, 0.5, 0.52, 0.3], [0.2, 0.8, 0.5, 0.36], margin=0.05)
+    assert judged.tolist() == [1, -1, 0, -1]
 
 
 def test_bleu_preference_and_agreement():
@@ -65,10 +66,11 @@ def test_pairwise_command(tmp_path, monkeypatch, minilm, capsys):
     ref = ["i live in london .", "it is five o clock .", "i am fine , thanks ."]
     hyps = {"mirror": ["i live in paris .", "it is five .", "i don't know ."],
             "seq2seq": ["i don't know .", "i don't know .", "i don't know ."]}
-    args = []
-    for name, lines in [("ref", ref)] + list(hyps.items()):
+    (tmp_path / "ref").write_text("\n".join(ref) + "\n")
+    args = ["--ref", str(tmp_path / "ref")]
+    for name, lines in hyps.items():
         (tmp_path / name).write_text("\n".join(lines) + "\n")
-        args += ["--ref", str(tmp_path / name)] if name == "ref" else ["--hyp", "%s=%s" % (name, tmp_path / name)]
+        args += ["--hyp", "%s=%s" % (name, tmp_path / name)]
     out = tmp_path / "pw"
     assert pairwise.main(args + ["--json", "%s.json" % out, "--plot", "%s.png" % out]) == 0
     (row,) = json.loads((tmp_path / "pw.json").read_text())["rows"]

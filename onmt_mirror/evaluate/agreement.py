@@ -19,6 +19,6 @@ def fleiss_kappa(counts):
     p_item = ((counts**2).sum(axis=1) - k) / (k * (k - 1))
     p_cat = counts.sum(axis=0) / counts.sum()
     expected = (p_cat**2).sum()
-    if expected == 1.0:
+    if np.isclose(expected, 1.0):
         return None
     return float((p_item.mean() - expected) / (1.0 - expected))

@@ -6,7 +6,7 @@ the line), never as a traceback.
 """
 import sys
 
-EOU = " __eou__ "  # turn separator in src lines: earlier turns are the context c, the last the query x
+EOU = "__eou__"  # turn separator in src lines: earlier turns are the context c, the last the query x
 
 
 class InputError(Exception):
@@ -62,7 +62,7 @@ def read_parallel(files):
 
 def split_src(line):
     """A src line -> (context turns, query): the last ` __eou__ `-separated turn is the query."""
-    turns = [t.strip() for t in line.split(EOU.strip())]
+    turns = [t.strip() for t in line.split(EOU)]
     return turns[:-1], turns[-1]
 
 
