@@ -1,4 +1,4 @@
-"""The automatic metrics table: every system scored by the same code, as JSON, Markdown and PNG.
+r"""The automatic metrics table: every system scored by the same code, as JSON, Markdown and PNG.
 
     python -m onmt_mirror.evaluate --ref test.tgt --src test.src \
         --hyp mirror=pred1.txt --hyp seq2seq=pred2.txt \

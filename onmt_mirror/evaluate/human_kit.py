@@ -1,4 +1,4 @@
-"""A human-evaluation kit like the paper's MTurk study, and its aggregation into Table 1.
+r"""A human-evaluation kit like the paper's MTurk study, and its aggregation into Table 1.
 
     python -m onmt_mirror.evaluate.human_kit make --src test.src \
         --hyp mirror=pred1.txt --hyp seq2seq=pred2.txt [--hyp ...] \

@@ -1,4 +1,4 @@
-"""An automatic pairwise judge, reported in the format of the paper's Table 1.
+r"""An automatic pairwise judge, reported in the format of the paper's Table 1.
 
     python -m onmt_mirror.evaluate.pairwise --ref test.tgt --src test.src \
         --hyp mirror=pred1.txt --hyp seq2seq=pred2.txt [--hyp cvae=pred3.txt ...] \
