@@ -1,0 +1,1 @@
+"""losses of the Mirror plugin; see registration.py for how OpenNMT-py finds them."""

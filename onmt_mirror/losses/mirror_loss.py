@@ -1,0 +1,104 @@
+"""Eq. 6 assembled from the model's summed terms, and statistics that keep every term.
+
+MirrorModel.forward returns, per batch, summed NLLs of each decoder, the summed KL and the
+current KL weight. The loss is
+
+    sum_d w_d * NLL_d + kl_weight * KL,   w_d = 1 / (#decoders predicting the same side)
+
+(1/2 each for Mirror's four decoders, 1 for the CVAE's single one; x-side decoders times
+-mirror_backward_weight), summed over the batch; the trainer divides by the number of
+sentences (-normalization sents), as the reference normalised per sentence.
+"""
+import math
+
+import torch
+from onmt.utils.logging import logger
+from onmt.utils.statistics import Statistics
+
+from onmt_mirror.errors import MirrorError
+
+DECODER_SIDE = {"y_cxz": "y", "x_cz": "x", "x_cyz": "x", "y_cz": "y"}
+
+
+def decoder_weights(decoders, backward_weight):
+    per_side = {s: sum(DECODER_SIDE[d] == s for d in decoders) for s in ("x", "y")}
+    return {d: (backward_weight if DECODER_SIDE[d] == "x" else 1.0)
+            / per_side[DECODER_SIDE[d]] for d in decoders}
+
+
+class MirrorStatistics(Statistics):
+    """Statistics that also sum Mirror's per-term values (fairseq-style logging outputs).
+
+    The stock fields hold Dec1 p(y|c,z,x) with z from the posterior, so OpenNMT-py's
+    "ppl"/"acc" lines, early stopping and TensorBoard keep their meaning. Stock
+    Statistics.update overwrites extra fields, so this class replaces onmt.utils.Statistics
+    (see registration.py); without terms it behaves exactly like the stock class.
+    """
+
+    def __init__(self, *args, terms=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.terms = dict(terms or {})
+
+    def update(self, stat, update_n_src_words=False):
+        super().update(stat, update_n_src_words)
+        for k, v in getattr(stat, "terms", {}).items():
+            if k == "kl_weight":
+                self.terms[k] = v  # a setting, not a sum: keep the latest
+            else:
+                self.terms[k] = self.terms.get(k, 0.0) + v
+
+    def mirror_summary(self):
+        """Per-decoder perplexity, KL per sentence, KL weight, as a dict of floats."""
+        t = self.terms
+        out = {}
+        for d, side in DECODER_SIDE.items():
+            n = t.get("n_" + side, 0.0)
+            if "nll_" + d in t and n:
+                out["ppl_" + d] = math.exp(min(t["nll_" + d] / n, 100))
+        if "nll_y_cxz_prior" in t and t.get("n_y"):
+            out["ppl_y_cxz_prior"] = math.exp(min(t["nll_y_cxz_prior"] / t["n_y"], 100))
+        if t.get("n_sents"):
+            out["kl"] = t["kl"] / t["n_sents"]
+        if "kl_weight" in t:
+            out["kl_weight"] = t["kl_weight"]
+        return out
+
+    def output(self, step, num_steps, learning_rate, start):
+        super().output(step, num_steps, learning_rate, start)
+        summary = self.mirror_summary()
+        if summary:
+            logger.info("Mirror step %d; %s", step, "; ".join(
+                "%s: %.4g" % kv for kv in summary.items()))
+
+    def log_tensorboard(self, prefix, writer, learning_rate, patience, step):
+        super().log_tensorboard(prefix, writer, learning_rate, patience, step)
+        for k, v in self.mirror_summary().items():
+            writer.add_scalar("%s/mirror_%s" % (prefix, k), v, step)
+
+
+class MirrorLoss(torch.nn.Module):
+    """Called by the stock Trainer as loss(batch, output, attns, ...) -> (loss, stats)."""
+
+    def __init__(self, decoders, backward_weight, padding_idx):
+        super().__init__()
+        self.weights = decoder_weights(decoders, backward_weight)
+        self._padding_idx = padding_idx
+
+    @property
+    def padding_idx(self):  # the Trainer reads it to count target tokens
+        return self._padding_idx
+
+    def forward(self, batch, output, attns, trunc_start=0, trunc_size=None):
+        t = attns["mirror"]
+        loss = t["kl_weight"] * t["kl"]
+        for d, w in self.weights.items():
+            loss = loss + w * t["nll_" + d]
+        terms = {k: float(v) for k, v in t.items()}
+        bad = [k for k, v in terms.items() if not math.isfinite(v)]
+        if bad:
+            raise MirrorError("non-finite loss term(s) %s (values: %s); the weights "
+                              "were not updated" % (", ".join(bad), ", ".join(
+                                  "%s=%s" % (k, terms[k]) for k in bad)))
+        stats = MirrorStatistics(terms["nll_y_cxz"], 1, terms["n_sents"], terms["n_y"],
+                                 terms["correct_y_cxz"], terms=terms)
+        return loss, stats

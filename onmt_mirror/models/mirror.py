@@ -1,0 +1,395 @@
+"""Mirror: a bidirectional conditional VAE for dialogue response generation.
+
+A dialogue triple is context c (turn t-2), query x (turn t-1) and response y (turn t).
+The training objective (the paper's Eq. 6) is
+
+    E_q(z|c,x,y)[ 1/2 log p(y|c,z,x) + 1/2 log p(x|c,z) + 1/2 log p(x|c,z,y)
+                  + 1/2 log p(y|c,z) ]  -  KL(q(z|c,x,y) || p(z|c))
+
+read here from parts to the whole: encoders -> Gaussian nets -> attention decoder ->
+MirrorModel. With only the y_cxz decoder and the prior on (c, x) the same model is the
+CVAE of the paper's Eq. 1. The last class adapts the model to the encoder/decoder interface
+that OpenNMT-py's beam search drives; only Dec1 p(y|c,z,x) runs at decoding time.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from onmt.models.model import BaseModel
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from onmt_mirror.errors import MirrorError
+
+
+def lengths_to_mask(lengths, max_len):
+    """(B,) lengths -> (B, max_len) bool mask, True on real tokens."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def split_src(src, src_len, query_id, pad_id):
+    """The src field is `c ｟mirror_query｠ x` (see the mirror_triple transform).
+
+    src: (B, L) token ids -> c (B, Lc), c_len (B,), x (B, Lx), x_len (B,).
+    """
+    is_query = src == query_id
+    if not bool(is_query.any(1).all()):
+        raise MirrorError("a src line has no query marker: Mirror needs the "
+                          "'mirror_triple' transform on every corpus (and on -src)")
+    q_pos = is_query.int().argmax(1)
+    c_len = q_pos.clamp(min=1)  # an empty context reads the marker itself
+    x_len = (src_len - q_pos - 1).clamp(min=1)
+    c = src[:, : int(c_len.max())]
+    c = c.masked_fill(~lengths_to_mask(c_len, c.size(1)), pad_id)
+    lx = int(x_len.max())
+    idx = (q_pos[:, None] + 1 + torch.arange(lx, device=src.device)[None, :])
+    x = src.gather(1, idx.clamp(max=src.size(1) - 1))
+    x = x.masked_fill(~lengths_to_mask(x_len, lx), pad_id)
+    return c, c_len, x, x_len
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
+    """Analytic KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over z dims: (B, Z) -> (B,)."""
+    return 0.5 * (logvar_p - logvar_q
+                  + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1).sum(-1)
+
+
+class RNNEncoder(nn.Module):
+    """A (bi)LSTM over embedded tokens that honours lengths (the reference let padding
+    leak into its sentence vectors). The sentence vector is the final (h, c) of every
+    layer through Linear+ReLU, as in the reference."""
+
+    def __init__(self, emb_size, hidden, layers, dropout, bidirectional):
+        super().__init__()
+        if bidirectional and hidden % 2:
+            raise MirrorError("-mirror_bidirectional needs an even -hidden_size")
+        self.dirs = 2 if bidirectional else 1
+        self.lstm = nn.LSTM(emb_size, hidden // self.dirs, layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0,
+                            bidirectional=bidirectional)
+        self.to_vec = nn.Sequential(nn.Linear(2 * layers * hidden, hidden), nn.ReLU())
+
+    def forward(self, emb, lengths):
+        # emb: (B, L, E), lengths: (B,) -> out (B, L, H), vec (B, H)
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        out, (h, c) = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=emb.size(1))
+        B = emb.size(0)
+        # (layers*dirs, B, H/dirs) -> (B, layers*H): directions of a layer side by side
+        h = h.view(-1, self.dirs, B, h.size(-1)).permute(2, 0, 1, 3).reshape(B, -1)
+        c = c.view(-1, self.dirs, B, c.size(-1)).permute(2, 0, 1, 3).reshape(B, -1)
+        return out, self.to_vec(torch.cat([h, c], -1))
+
+
+class GaussianNet(nn.Module):
+    """inputs -> Linear+ReLU -> (mean, log-variance): the prior p(z|c) and the
+    posterior q(z|c,x,y) have this shape (reference code)."""
+
+    def __init__(self, in_size, hidden, z_size):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(in_size, hidden), nn.ReLU())
+        self.mean = nn.Linear(hidden, z_size)
+        self.logvar = nn.Linear(hidden, z_size)
+
+    def forward(self, inputs):
+        h = self.hidden(inputs)
+        return self.mean(h), self.logvar(h)
+
+
+class AttnDecoder(nn.Module):
+    """An LSTM decoder with z concatenated to every input step and Luong attention.
+
+    input_feed=True is the reference: the previous attentional output is fed back, so the
+    steps run one by one. input_feed=False runs all steps in one (cuDNN) LSTM call and
+    attends afterwards, which is what makes training fast on a GPU.
+    """
+
+    def __init__(self, emb_size, z_size, hidden, layers, dropout, input_feed,
+                 attn_type, init_size):
+        super().__init__()
+        if attn_type not in ("general", "dot"):
+            raise MirrorError("Mirror supports -global_attention general or dot, not %r"
+                              % attn_type)
+        self.layers, self.hidden, self.input_feed = layers, hidden, input_feed
+        in_size = emb_size + z_size + (hidden if input_feed else 0)
+        self.lstm = nn.LSTM(in_size, hidden, layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.bridge = nn.Linear(init_size, 2 * layers * hidden)  # sentence vec -> (h0, c0)
+        self.attn_in = nn.Linear(hidden, hidden, bias=False) if attn_type == "general" \
+            else None
+        self.attn_out = nn.Linear(2 * hidden, hidden, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def init_state(self, vec):
+        """(B, init_size) -> ((layers, B, H), (layers, B, H)); z is NOT put in the state
+        (reference: z enters through the inputs only)."""
+        hc = torch.tanh(self.bridge(vec)).view(vec.size(0), 2, self.layers, self.hidden)
+        return (hc[:, 0].transpose(0, 1).contiguous(),
+                hc[:, 1].transpose(0, 1).contiguous())
+
+    def attend(self, h, memory, mask):
+        # h: (B, T, H), memory: (B, S, H), mask: (B, S) -> out (B, T, H), attn (B, T, S)
+        q = self.attn_in(h) if self.attn_in is not None else h
+        scores = torch.bmm(q, memory.transpose(1, 2))
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        attn = torch.softmax(scores, -1)
+        ctx = torch.bmm(attn.to(memory.dtype), memory)
+        return torch.tanh(self.attn_out(torch.cat([ctx, h], -1))), attn
+
+    def forward(self, emb, z, state, memory, mask, feed=None):
+        """emb: (B, T, E), z: (B, Z), state: (h, c) -> out (B, T, H), attn, state, feed."""
+        T = emb.size(1)
+        zs = z[:, None, :].expand(-1, T, -1).to(emb.dtype)
+        if not self.input_feed:
+            h, state = self.lstm(torch.cat([emb, zs], -1), state)
+            out, attn = self.attend(h, memory, mask)
+            out = self.dropout(out)
+            return out, attn, state, None
+        if feed is None:
+            feed = emb.new_zeros(emb.size(0), self.hidden)
+        outs, attns = [], []
+        for t in range(T):
+            inp = torch.cat([emb[:, t], zs[:, t], feed.to(emb.dtype)], -1)[:, None, :]
+            h, state = self.lstm(inp, state)
+            out, attn = self.attend(h, memory, mask)
+            feed = self.dropout(out[:, 0])
+            outs.append(feed)
+            attns.append(attn)
+        return torch.stack(outs, 1), torch.cat(attns, 1), state, feed
+
+
+class KLAnnealing(nn.Module):
+    """KL weight rising linearly from 0 to `weight` over `steps` training batches.
+
+    The batch count is a buffer so that a checkpoint (and -train_from) carries it."""
+
+    def __init__(self, steps, weight):
+        super().__init__()
+        self.steps, self.weight = steps, weight
+        self.register_buffer("step", torch.zeros(1, dtype=torch.long))
+
+    def forward(self):
+        if self.steps <= 0:
+            return self.weight
+        return self.weight * min(1.0, float(self.step) / self.steps)
+
+
+class MirrorModel(BaseModel):
+    """Context encoder, utterance encoder (shared by x and y), prior_net, posterior_net and
+    up to four decoders named after what they model: dec_y_cxz p(y|c,z,x) (Dec1), dec_x_cz
+    p(x|c,z) (Dec2), dec_x_cyz p(x|c,z,y) (Dec3), dec_y_cz p(y|c,z) (Dec4)."""
+
+    # what each decoder predicts, its initial-state input and its attention memory
+    DECODERS = {"y_cxz": ("y", "cx", "x"), "x_cz": ("x", "c", "c"),
+                "x_cyz": ("x", "cy", "y"), "y_cz": ("y", "c", "c")}
+
+    def __init__(self, cfg):
+        super().__init__(None, None)
+        self.cfg = cfg
+        E, H, Z, V = cfg.emb_size, cfg.hidden_size, cfg.z_size, cfg.vocab_size
+        self.embedding = nn.Embedding(V, E, padding_idx=cfg.pad_id)  # encoders' table
+        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.context_encoder = RNNEncoder(E, H, cfg.enc_layers, cfg.dropout,
+                                          cfg.bidirectional)
+        self.utterance_encoder = RNNEncoder(E, H, cfg.enc_layers, cfg.dropout,
+                                            cfg.bidirectional)
+        self.prior_net = GaussianNet(H * len(cfg.prior), H, Z)
+        self.posterior_net = GaussianNet(3 * H, H, Z)
+        for name in cfg.decoders:
+            init_size = H * len(self.DECODERS[name][1])
+            setattr(self, "dec_" + name, AttnDecoder(
+                E, Z, H, cfg.dec_layers, cfg.dropout, cfg.input_feed, cfg.attn_type,
+                init_size))
+            if not cfg.share_dec_embeddings:
+                setattr(self, "emb_" + name, nn.Embedding(V, E, padding_idx=cfg.pad_id))
+            if name != "y_cxz" and not cfg.share_generators:
+                # not named "*generator*": OpenNMT-py's saver files those apart
+                setattr(self, "readout_" + name, nn.Linear(H, V))
+        self.generator = nn.Linear(H, V)  # Dec1's output layer (replaced by OpenNMT-py's)
+        self.kl_annealing = KLAnnealing(cfg.kl_anneal_steps, cfg.kl_weight)
+        self.z_mode = "mean"  # decoding: prior mean or a sample (set by -mirror_z)
+        self._decoding = MirrorDecodingInterface(self)
+
+    # -- helpers -------------------------------------------------------------------
+    def embed(self, tokens, decoder=None):
+        table = self.embedding
+        if decoder is not None and not self.cfg.share_dec_embeddings:
+            table = getattr(self, "emb_" + decoder)
+        return self.emb_dropout(table(tokens))
+
+    def readout(self, decoder):
+        if decoder == "y_cxz" or self.cfg.share_generators:
+            return self.generator
+        return getattr(self, "readout_" + decoder)
+
+    def encode_dialogue(self, src, src_len):
+        """Context and query: c, x encoded; returns a dict of what the parts need."""
+        c, c_len, x, x_len = split_src(src, src_len, self.cfg.query_id, self.cfg.pad_id)
+        c_out, c_vec = self.context_encoder(self.embed(c), c_len)
+        x_out, x_vec = self.utterance_encoder(self.embed(x), x_len)
+        return {"c": (c, c_len, c_out, c_vec), "x": (x, x_len, x_out, x_vec)}
+
+    def prior(self, enc):
+        vecs = {"c": enc["c"][3], "x": enc["x"][3]}
+        return self.prior_net(torch.cat([vecs[k] for k in self.cfg.prior], -1))
+
+    def with_bos_eos(self, tokens, lengths):
+        """Utterance (B, L) without specials -> decoder input <s> u and gold u </s>."""
+        cfg = self.cfg
+        bos = tokens.new_full((tokens.size(0), 1), cfg.bos_id)
+        pad = tokens.new_full((tokens.size(0), 1), cfg.pad_id)
+        dec_in = torch.cat([bos, tokens], 1)
+        gold = torch.cat([tokens, pad], 1).scatter(1, lengths[:, None], cfg.eos_id)
+        return dec_in, gold
+
+    def nll(self, decoder, out, gold):
+        """Summed token NLL (pad ignored) of a decoder's outputs, and its correct count."""
+        logits = self.readout(decoder)(out).float()
+        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), gold.reshape(-1),
+                              ignore_index=self.cfg.pad_id, reduction="sum")
+        keep = gold.ne(self.cfg.pad_id)
+        correct = (logits.argmax(-1).eq(gold) & keep).sum()
+        return nll, correct
+
+    def run_decoder(self, name, dec_in, z, vecs, memories):
+        target, init_from, memory_from = self.DECODERS[name]
+        dec = getattr(self, "dec_" + name)
+        state = dec.init_state(torch.cat([vecs[k] for k in init_from], -1))
+        memory, mask = memories[memory_from]
+        out, attn, _, _ = dec(self.embed(dec_in, name), z, state, memory, mask)
+        return out, attn
+
+    # -- training / validation -----------------------------------------------------
+    def forward(self, src, tgt, src_len, bptt=False, with_align=False):
+        """src: (B, Ls, 1) = c ｟mirror_query｠ x; tgt: (B, Lt, 1) = <s> y </s>.
+
+        Returns Dec1's outputs (B, Lt-1, H) and attns with "std" (Dec1's attention) and
+        "mirror": the summed terms of Eq. 6 that MirrorLoss assembles.
+        """
+        cfg = self.cfg
+        src, tgt = src[:, :, 0], tgt[:, :, 0]
+        enc = self.encode_dialogue(src, src_len)
+        c, c_len, c_out, c_vec = enc["c"]
+        x, x_len, x_out, x_vec = enc["x"]
+        # y as the utterance encoder reads it: no <s>, no </s>
+        y = tgt[:, 1:].masked_fill(tgt[:, 1:].eq(cfg.eos_id), cfg.pad_id)
+        y_len = y.ne(cfg.pad_id).sum(1).clamp(min=1)
+        y_out, y_vec = self.utterance_encoder(self.embed(y), y_len)
+
+        mu_p, logvar_p = self.prior(enc)
+        mu_q, logvar_q = self.posterior_net(torch.cat([c_vec, x_vec, y_vec], -1))
+        if self.training:  # reparameterisation with N(0, I) noise (the reference: U[0,1))
+            z = mu_q + torch.exp(0.5 * logvar_q) * torch.randn_like(mu_q)
+        else:
+            z = mu_q
+        kl = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
+
+        vecs = {"c": c_vec, "x": x_vec, "y": y_vec}
+        memories = {"c": (c_out, lengths_to_mask(c_len, c_out.size(1))),
+                    "x": (x_out, lengths_to_mask(x_len, x_out.size(1))),
+                    "y": (y_out, lengths_to_mask(y_len, y_out.size(1)))}
+        x_in, x_gold = self.with_bos_eos(x, x_len)
+        y_in, y_gold = tgt[:, :-1], tgt[:, 1:]
+        inputs = {"x": (x_in, x_gold), "y": (y_in, y_gold)}
+
+        terms = {"n_sents": torch.tensor(float(src.size(0)), device=src.device),
+                 "n_y": y_gold.ne(cfg.pad_id).sum().float(),
+                 "n_x": x_gold.ne(cfg.pad_id).sum().float(),
+                 "kl": kl.sum(), "kl_weight": self.kl_annealing()}
+        dec1_out = dec1_attn = None
+        for name in cfg.decoders:
+            dec_in, gold = inputs[self.DECODERS[name][0]]
+            out, attn = self.run_decoder(name, dec_in, z, vecs, memories)
+            terms["nll_" + name], terms["correct_" + name] = self.nll(name, out, gold)
+            if name == "y_cxz":
+                dec1_out, dec1_attn = out, attn
+        if not self.training:  # what decoding sees: z from the prior
+            out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories)
+            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold)
+        if self.training:
+            self.kl_annealing.step += 1
+        return dec1_out, {"std": dec1_attn, "mirror": terms}
+
+    def update_dropout(self, dropout, attention_dropout):
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = dropout
+            elif isinstance(module, nn.LSTM) and module.num_layers > 1:
+                module.dropout = dropout
+
+    def count_parameters(self, log=print):
+        enc = sum(p.nelement() for n, p in self.named_parameters()
+                  if n.split(".")[0] in ("embedding", "context_encoder",
+                                         "utterance_encoder", "prior_net",
+                                         "posterior_net"))
+        dec = sum(p.nelement() for p in self.parameters()) - enc
+        log("encoder: %d" % enc)
+        log("decoder: %d" % dec)
+        log("* number of parameters: %d" % (enc + dec))
+        return enc, dec
+
+    # -- the interface OpenNMT-py's Translator drives (Dec1 only) --------------------
+    @property
+    def encoder(self):
+        return self._decoding.encode
+
+    @property
+    def decoder(self):
+        return self._decoding
+
+
+class MirrorDecodingInterface:
+    """What onmt.translate.Translator calls `model.encoder(...)` and `model.decoder`.
+
+    A plain object, not a module: it owns no parameters (registering Dec1 twice would
+    duplicate its keys in checkpoints). encode() runs the context and utterance encoders
+    and draws z from the prior; the decoder side steps dec_y_cxz with z in its state, so
+    beam search tiles and reorders z with the LSTM state.
+    """
+
+    attentional = True
+
+    def __init__(self, model):
+        self.model = model
+        self.state = {}
+
+    def encode(self, src, src_len):
+        m = self.model
+        enc = m.encode_dialogue(src[:, :, 0], src_len)
+        _, x_len, x_out, x_vec = enc["x"]
+        mu_p, logvar_p = m.prior(enc)
+        z = mu_p
+        if m.z_mode == "sample":
+            z = mu_p + torch.exp(0.5 * logvar_p) * torch.randn_like(mu_p)
+        h0, c0 = m.dec_y_cxz.init_state(torch.cat([enc["c"][3], x_vec], -1))
+        return x_out, (h0, c0, z), x_len
+
+    def init_state(self, src, enc_out, enc_final_hs):
+        h0, c0, z = enc_final_hs
+        self.state = {"hidden": (h0, c0), "z": z,
+                      "input_feed": h0.new_zeros(h0.size(1), h0.size(2))}
+
+    def map_state(self, fn):
+        # beam search tiles / reorders along the batch axis; cuDNN wants contiguous hx
+        self.state["hidden"] = tuple(fn(h.transpose(0, 1), 0).transpose(0, 1).contiguous()
+                                     for h in self.state["hidden"])
+        self.state["z"] = fn(self.state["z"], 0)
+        self.state["input_feed"] = fn(self.state["input_feed"], 0)
+
+    def detach_state(self):
+        self.state = {k: (tuple(t.detach() for t in v) if isinstance(v, tuple)
+                          else v.detach()) for k, v in self.state.items()}
+
+    def update_dropout(self, dropout, attention_dropout):
+        self.model.update_dropout(dropout, attention_dropout)
+
+    def __call__(self, tgt, enc_out, src_len=None, step=None, **kwargs):
+        # tgt: (B, T, 1), enc_out: x's encoder outputs (B, S, H) -> (B, T, H), attns
+        m = self.model
+        mask = lengths_to_mask(src_len, enc_out.size(1))
+        out, attn, hidden, feed = m.dec_y_cxz(
+            m.embed(tgt[:, :, 0], "y_cxz"), self.state["z"], self.state["hidden"],
+            enc_out, mask, self.state["input_feed"])
+        self.state["hidden"] = hidden
+        if feed is not None:
+            self.state["input_feed"] = feed
+        return out, {"std": attn}

@@ -1,0 +1,125 @@
+"""Mirror's command-line options, and the config dataclass built from them.
+
+OpenNMT-py 3.5.1 has no option hook for plugins except a transform's `add_options`, which
+it adds to the onmt_build_vocab, onmt_train and onmt_translate parsers alike; the
+`mirror_triple` transform calls `add_mirror_options` from there. Options therefore land in
+every checkpoint's `opt`, which is how onmt_translate rebuilds the model.
+
+Sizes reuse the stock options: -enc_layers/-dec_layers, -hidden_size (or -enc_hid_size/
+-dec_hid_size), -word_vec_size, -dropout, -global_attention, -input_feed, -param_init.
+"""
+from dataclasses import dataclass
+
+MIRROR_ENCODER = "mirror"
+ALL_DECODERS = ("y_cxz", "x_cz", "x_cyz", "y_cz")
+QUERY_TOKEN = "｟mirror_query｠"  # between context and query in the src field
+TURN_TOKEN = "｟mirror_turn｠"  # between context turns (when more than one is kept)
+
+
+def add_mirror_options(parser):
+    group = parser.add_argument_group("Transform/MirrorTriple")
+    group.add("--mirror_turn_sep", "-mirror_turn_sep", type=str, default="__eou__",
+              help="Token separating turns in a src line (the dialogue history).")
+    group.add("--mirror_context_turns", "-mirror_context_turns", type=int, default=1,
+              help="How many turns before the query form the context c (paper: 1). "
+              "Earlier turns are dropped; kept turns are joined with %s." % TURN_TOKEN)
+    group.add("--mirror_max_context_tokens", "-mirror_max_context_tokens", type=int,
+              default=100, help="Truncate c from the left (keep the latest tokens).")
+    group.add("--mirror_max_utterance_tokens", "-mirror_max_utterance_tokens", type=int,
+              default=45, help="Truncate x and y from the right.")
+    group.add("--mirror_bad_line", "-mirror_bad_line", choices=["error", "skip"],
+              default="error", help="A line with no query or an empty turn: stop with "
+              "an error naming corpus, file and line, or skip it and count it.")
+
+    group = parser.add_argument_group("Model/Mirror")
+    group.add("--mirror_z_size", "-mirror_z_size", type=int, default=160,
+              help="Size of the latent z (paper: 160 DailyDialog, 100 MovieTriples).")
+    group.add("--mirror_decoders", "-mirror_decoders", type=str,
+              default=",".join(ALL_DECODERS),
+              help="Decoders to train: y_cxz (Dec1), x_cz (Dec2), x_cyz (Dec3), y_cz "
+              "(Dec4). Only y_cxz gives a CVAE (the paper's Eq. 1).")
+    group.add("--mirror_prior", "-mirror_prior", choices=["c", "cx"], default="c",
+              help="What the prior conditions on: p(z|c) (Mirror) or p(z|c,x) (CVAE).")
+    group.add("--mirror_bidirectional", "-mirror_bidirectional", action="store_true",
+              help="Bidirectional context and utterance encoders.")
+    group.add("--mirror_share_dec_embeddings", "-mirror_share_dec_embeddings",
+              action="store_true", help="Decoders use the encoders' embedding table "
+              "(default: each decoder has its own, as the reference code).")
+    group.add("--mirror_share_generators", "-mirror_share_generators",
+              action="store_true", help="One output layer for all four decoders.")
+
+    group = parser.add_argument_group("Loss/Mirror")
+    group.add("--mirror_kl_anneal_steps", "-mirror_kl_anneal_steps", type=int,
+              default=10000, help="KL weight rises linearly from 0 to -mirror_kl_weight "
+              "over this many training batches; 0 keeps it constant.")
+    group.add("--mirror_kl_weight", "-mirror_kl_weight", type=float, default=1.0,
+              help="Final (or constant) weight of KL(q||p).")
+    group.add("--mirror_backward_weight", "-mirror_backward_weight", type=float,
+              default=1.0, help="Extra weight on the backward terms log p(x|c,z) and "
+              "log p(x|c,z,y) (Eq. 6 has 1: every term gets 1/2).")
+
+    group = parser.add_argument_group("Translate/Mirror")
+    group.add("--mirror_z", "-mirror_z", choices=["mean", "sample"], default=None,
+              help="z at decoding time: the prior's mean (default) or a sample "
+              "(seeded by -seed).")
+
+
+@dataclass
+class MirrorConfig:
+    """Everything the Mirror model needs, read once from OpenNMT-py's option namespace."""
+
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    query_id: int
+    emb_size: int = 200
+    hidden_size: int = 1000  # paper: LSTMs of 1000
+    enc_layers: int = 2
+    dec_layers: int = 2
+    z_size: int = 160
+    dropout: float = 0.3
+    bidirectional: bool = False
+    input_feed: bool = True  # False: one cuDNN call per decoder, attention after
+    attn_type: str = "general"  # Luong "general", as the reference
+    decoders: tuple = ALL_DECODERS
+    prior: str = "c"
+    share_dec_embeddings: bool = False
+    share_generators: bool = False
+    kl_anneal_steps: int = 10000
+    kl_weight: float = 1.0
+    backward_weight: float = 1.0
+
+    @classmethod
+    def from_opt(cls, opt, vocab):
+        decoders = tuple(d.strip() for d in opt.mirror_decoders.split(",") if d.strip())
+        unknown = [d for d in decoders if d not in ALL_DECODERS]
+        if unknown or "y_cxz" not in decoders:
+            from onmt_mirror.errors import MirrorError
+
+            raise MirrorError("-mirror_decoders %r: choose from %s, y_cxz included"
+                              % (opt.mirror_decoders, ",".join(ALL_DECODERS)))
+        dropout = opt.dropout[0] if isinstance(opt.dropout, list) else opt.dropout
+        return cls(
+            vocab_size=len(vocab),
+            pad_id=vocab["<blank>"],
+            bos_id=vocab["<s>"],
+            eos_id=vocab["</s>"],
+            query_id=vocab[QUERY_TOKEN],
+            emb_size=opt.src_word_vec_size,
+            hidden_size=opt.enc_hid_size,
+            enc_layers=opt.enc_layers,
+            dec_layers=opt.dec_layers,
+            z_size=opt.mirror_z_size,
+            dropout=dropout,
+            bidirectional=opt.mirror_bidirectional,
+            input_feed=bool(opt.input_feed),
+            attn_type=opt.global_attention,
+            decoders=decoders,
+            prior=opt.mirror_prior,
+            share_dec_embeddings=opt.mirror_share_dec_embeddings or opt.share_embeddings,
+            share_generators=opt.mirror_share_generators,
+            kl_anneal_steps=opt.mirror_kl_anneal_steps,
+            kl_weight=opt.mirror_kl_weight,
+            backward_weight=opt.mirror_backward_weight,
+        )

@@ -1,0 +1,1 @@
+"""transforms of the Mirror plugin; see registration.py for how OpenNMT-py finds them."""

@@ -1,0 +1,107 @@
+"""The `mirror_triple` transform: a dialogue-history line -> context c, query x (src), y (tgt).
+
+OpenNMT-py batches only carry `src` and `tgt`, so the three fields travel as
+src = `c ｟mirror_query｠ x` and tgt = y; MirrorModel splits src at the marker. Context
+turns (when more than one is kept) are joined with ｟mirror_turn｠.
+
+Bad lines (one turn only, an empty turn) are an error naming corpus, file and line, or are
+skipped and counted (-mirror_bad_line skip); counts appear in the transform statistics.
+Whole-file problems (unequal src/tgt line counts, invalid UTF-8) are found before training
+starts, by `check_corpora`.
+"""
+from onmt.transforms.transform import Transform
+
+from onmt_mirror.errors import MirrorError
+from onmt_mirror.opts import QUERY_TOKEN, TURN_TOKEN, add_mirror_options
+
+
+def _where(example, opts):
+    cid = example.get("cid", "infer")
+    line = example.get("cid_line_number", -1) + 1
+    corpus = getattr(opts, "data", {}).get(cid, {}) if cid != "infer" else {}
+    path = corpus.get("path_src") or getattr(opts, "src", None) or "?"
+    return "corpus %r, file %s, line %d" % (cid, path, line)
+
+
+def split_turns(tokens, sep):
+    """Token list -> list of turns (token lists); empty tokens from double spaces dropped."""
+    turns, turn = [], []
+    for tok in tokens:
+        if tok == sep:
+            turns.append(turn)
+            turn = []
+        elif tok:
+            turn.append(tok)
+    turns.append(turn)
+    return turns
+
+
+class MirrorTripleTransform(Transform):
+    """Dialogue history -> c ｟mirror_query｠ x; the response is truncated as y."""
+
+    @classmethod
+    def add_options(cls, parser):
+        add_mirror_options(parser)
+
+    @classmethod
+    def _validate_options(cls, opts):
+        from onmt_mirror.data_check import check_corpora
+
+        if opts.mirror_context_turns < 1:
+            raise MirrorError("-mirror_context_turns must be >= 1")
+        check_corpora(opts)
+
+    @classmethod
+    def get_specials(cls, opts):
+        return ([QUERY_TOKEN, TURN_TOKEN], [])
+
+    def _parse_opts(self):
+        self.sep = self.opts.mirror_turn_sep
+        self.context_turns = self.opts.mirror_context_turns
+        self.max_c = self.opts.mirror_max_context_tokens
+        self.max_u = self.opts.mirror_max_utterance_tokens
+        self.skip_bad = self.opts.mirror_bad_line == "skip"
+        self.counts = {"skipped_one_turn": 0, "skipped_empty_turn": 0,
+                       "truncated_c": 0, "truncated_x": 0, "truncated_y": 0}
+
+    def _bad(self, kind, example, message):
+        if not self.skip_bad:
+            raise MirrorError("%s: %s" % (_where(example, self.opts), message))
+        self.counts["skipped_" + kind] += 1
+        return None
+
+    def apply(self, example, is_train=False, stats=None, **kwargs):
+        turns = split_turns(example["src"], self.sep)
+        if len(turns) < 2:
+            return self._bad("one_turn", example, "only one turn, so no context and "
+                             "query: turns are separated by %r" % self.sep)
+        if any(not t for t in turns):
+            return self._bad("empty_turn", example, "empty turn (turns are separated "
+                             "by %r)" % self.sep)
+        context = []
+        for turn in turns[-1 - self.context_turns:-1]:
+            context += ([TURN_TOKEN] if context else []) + turn
+        x = turns[-1]
+        if len(context) > self.max_c:
+            context = context[-self.max_c:]
+            self.counts["truncated_c"] += 1
+        if len(x) > self.max_u:
+            x = x[: self.max_u]
+            self.counts["truncated_x"] += 1
+        example["src"] = context + [QUERY_TOKEN] + x
+        if example.get("tgt") is not None:
+            y = [t for t in example["tgt"] if t]
+            if not y:
+                return self._bad("empty_turn", example, "empty response (tgt line)")
+            if len(y) > self.max_u:
+                y = y[: self.max_u]
+                self.counts["truncated_y"] += 1
+            example["tgt"] = y
+        return example
+
+    def stats(self):
+        return ", ".join("%s: %d" % kv for kv in self.counts.items() if kv[1])
+
+    def _repr_args(self):
+        return "sep=%r, context_turns=%d, max_c=%d, max_u=%d" % (
+            self.sep, self.context_turns, self.max_c, self.max_u)
