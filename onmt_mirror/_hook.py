@@ -29,8 +29,15 @@ class _AfterOnmtImport:
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
-            exec_module(module)
-            import onmt_mirror.registration  # noqa: F401  (registers on import)
+            import warnings
+
+            with warnings.catch_warnings():
+                # OpenNMT-py 3.5.1 decorates with torch.cuda.amp.custom_fwd/bwd, which
+                # current torch deprecates: four warnings in every command otherwise
+                warnings.filterwarnings("ignore", r".*torch\.cuda\.amp\.custom_",
+                                        FutureWarning)
+                exec_module(module)
+                import onmt_mirror.registration  # noqa: F401  (registers on import)
 
         spec.loader.exec_module = exec_then_register
         return spec

@@ -93,7 +93,8 @@ class MirrorLoss(torch.nn.Module):
         loss = t["kl_weight"] * t["kl"]
         for d, w in self.weights.items():
             loss = loss + w * t["nll_" + d]
-        terms = {k: float(v) for k, v in t.items()}
+        terms = {k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                 for k, v in t.items()}
         bad = [k for k, v in terms.items() if not math.isfinite(v)]
         if bad:
             raise MirrorError("non-finite loss term(s) %s (values: %s); the weights "

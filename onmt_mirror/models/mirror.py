@@ -46,6 +46,11 @@ def split_src(src, src_len, query_id, pad_id):
     return c, c_len, x, x_len
 
 
+def reparameterize(mean, logvar):
+    """z = mean + sigma * eps, eps ~ N(0, I) (the reference drew eps from U[0, 1))."""
+    return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+
+
 def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
     """Analytic KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over z dims: (B, Z) -> (B,)."""
     return 0.5 * (logvar_p - logvar_q
@@ -277,10 +282,8 @@ class MirrorModel(BaseModel):
 
         mu_p, logvar_p = self.prior(enc)
         mu_q, logvar_q = self.posterior_net(torch.cat([c_vec, x_vec, y_vec], -1))
-        if self.training:  # reparameterisation with N(0, I) noise (the reference: U[0,1))
-            z = mu_q + torch.exp(0.5 * logvar_q) * torch.randn_like(mu_q)
-        else:
-            z = mu_q
+        # a sample in training; the posterior mean for (deterministic) validation
+        z = reparameterize(mu_q, logvar_q) if self.training else mu_q
         kl = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
 
         vecs = {"c": c_vec, "x": x_vec, "y": y_vec}
@@ -357,9 +360,7 @@ class MirrorDecodingInterface:
         enc = m.encode_dialogue(src[:, :, 0], src_len)
         _, x_len, x_out, x_vec = enc["x"]
         mu_p, logvar_p = m.prior(enc)
-        z = mu_p
-        if m.z_mode == "sample":
-            z = mu_p + torch.exp(0.5 * logvar_p) * torch.randn_like(mu_p)
+        z = reparameterize(mu_p, logvar_p) if m.z_mode == "sample" else mu_p
         h0, c0 = m.dec_y_cxz.init_state(torch.cat([enc["c"][3], x_vec], -1))
         return x_out, (h0, c0, z), x_len
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny Mirror model and a batch laid out as OpenNMT-py gives it."""
+import pathlib
+
+import pytest
+import torch
+
+import onmt  # noqa: F401  (the .pth hook registers the plugin on this import)
+from onmt_mirror.models.mirror import MirrorModel
+from onmt_mirror.opts import MirrorConfig
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PAD, BOS, EOS, QUERY = 1, 2, 3, 4
+
+
+def tiny_config(**overrides):
+    kwargs = dict(vocab_size=40, pad_id=PAD, bos_id=BOS, eos_id=EOS, query_id=QUERY,
+                  emb_size=12, hidden_size=16, enc_layers=2, dec_layers=2, z_size=6,
+                  dropout=0.0, input_feed=False, kl_anneal_steps=0)
+    kwargs.update(overrides)
+    return MirrorConfig(**kwargs)
+
+
+def make_batch(seed=0, batch=5):
+    """src = c ｟mirror_query｠ x padded, tgt = <s> y </s> padded, as (B, L, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    srcs, tgts = [], []
+    for _ in range(batch):
+        c = torch.randint(5, 40, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g)
+        x = torch.randint(5, 40, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g)
+        y = torch.randint(5, 40, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g)
+        srcs.append(torch.cat([c, torch.tensor([QUERY]), x]))
+        tgts.append(torch.cat([torch.tensor([BOS]), y, torch.tensor([EOS])]))
+    pad = torch.nn.utils.rnn.pad_sequence
+    src = pad(srcs, batch_first=True, padding_value=PAD)[:, :, None]
+    tgt = pad(tgts, batch_first=True, padding_value=PAD)[:, :, None]
+    src_len = torch.tensor([len(s) for s in srcs])
+    return src, tgt, src_len
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = MirrorModel(tiny_config())
+    for p in m.parameters():
+        torch.nn.init.uniform_(p, -0.3, 0.3)
+    return m

@@ -1,0 +1,205 @@
+"""MirrorModel: KL, Eq. 6, conditioning of each decoder, gradients, noise, src split."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+from conftest import EOS, PAD, QUERY, make_batch, tiny_config
+from onmt_mirror.losses.mirror_loss import MirrorLoss
+from onmt_mirror.models.mirror import (MirrorModel, gaussian_kl, reparameterize,
+                                       split_src)
+
+
+def test_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(3)
+    mu_q, lv_q, mu_p, lv_p = (torch.randn(7, 5, generator=g) for _ in range(4))
+    expected = kl_divergence(Normal(mu_q, (0.5 * lv_q).exp()),
+                             Normal(mu_p, (0.5 * lv_p).exp())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mu_q, lv_q, mu_p, lv_p), expected)
+
+
+def test_reparameterisation_noise_is_standard_normal():
+    torch.manual_seed(0)
+    z = reparameterize(torch.zeros(200000, 2), torch.zeros(200000, 2))
+    assert abs(z.mean().item()) < 0.01
+    assert abs(z.var().item() - 1.0) < 0.01
+    assert (z < 0).float().mean().item() == pytest.approx(0.5, abs=0.01)  # not U[0,1)
+
+
+def test_split_src_recovers_context_and_query():
+    src = torch.tensor([[7, 8, QUERY, 9, 10, 11], [12, QUERY, 13, PAD, PAD, PAD]])
+    c, c_len, x, x_len = split_src(src, torch.tensor([6, 3]), QUERY, PAD)
+    assert c.tolist() == [[7, 8], [12, PAD]] and c_len.tolist() == [2, 1]
+    assert x.tolist() == [[9, 10, 11], [13, PAD, PAD]] and x_len.tolist() == [3, 1]
+
+
+def decoder_nll(model, name, dec_in, gold, z, vecs, memories):
+    """One decoder's summed token NLL, computed independently of MirrorModel.nll."""
+    out, _ = model.run_decoder(name, dec_in, z, vecs, memories)
+    logp = F.log_softmax(model.readout(name)(out), -1)
+    tok = logp.gather(-1, gold[..., None])[..., 0]
+    return -(tok * gold.ne(PAD)).sum()
+
+
+def parts(model, src, tgt, src_len):
+    """Re-derive z, vectors and memories exactly as forward() does in eval mode."""
+    from onmt_mirror.models.mirror import lengths_to_mask
+
+    src, tgt = src[:, :, 0], tgt[:, :, 0]
+    enc = model.encode_dialogue(src, src_len)
+    c, c_len, c_out, c_vec = enc["c"]
+    x, x_len, x_out, x_vec = enc["x"]
+    y = tgt[:, 1:].masked_fill(tgt[:, 1:].eq(EOS), PAD)
+    y_len = y.ne(PAD).sum(1)
+    y_out, y_vec = model.utterance_encoder(model.embed(y), y_len)
+    vecs = {"c": c_vec, "x": x_vec, "y": y_vec}
+    memories = {"c": (c_out, lengths_to_mask(c_len, c_out.size(1))),
+                "x": (x_out, lengths_to_mask(x_len, x_out.size(1))),
+                "y": (y_out, lengths_to_mask(y_len, y_out.size(1)))}
+    mu_q, lv_q = model.posterior_net(torch.cat([c_vec, x_vec, y_vec], -1))
+    mu_p, lv_p = model.prior(enc)
+    x_in, x_gold = model.with_bos_eos(x, x_len)
+    return dict(vecs=vecs, memories=memories, z=mu_q,
+                kl=gaussian_kl(mu_q, lv_q, mu_p, lv_p).sum(),
+                x=(x_in, x_gold), y=(tgt[:, :-1], tgt[:, 1:]))
+
+
+@pytest.mark.parametrize("input_feed", [False, True])
+def test_loss_equals_hand_assembled_eq6(input_feed):
+    torch.manual_seed(1)
+    model = MirrorModel(tiny_config(input_feed=input_feed, kl_weight=0.7,
+                                    backward_weight=1.0))
+    model.eval()
+    src, tgt, src_len = make_batch(seed=4)
+    with torch.no_grad():
+        out, attns = model(src, tgt, src_len)
+        loss, stats = MirrorLoss(model.cfg.decoders, 1.0, PAD)(None, out, attns)
+        p = parts(model, src, tgt, src_len)
+        nll = {name: decoder_nll(model, name, *p[side], p["z"], p["vecs"], p["memories"])
+               for name, side in [("y_cxz", "y"), ("x_cz", "x"), ("x_cyz", "x"),
+                                  ("y_cz", "y")]}
+    expected = 0.5 * (nll["y_cxz"] + nll["x_cz"] + nll["x_cyz"] + nll["y_cz"]) \
+        + 0.7 * p["kl"]
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-4)
+    assert stats.n_sents == 5 and stats.n_words == int(tgt[:, 1:].ne(PAD).sum())
+    assert stats.loss == pytest.approx(float(nll["y_cxz"]), rel=1e-5)
+
+
+def test_cvae_configuration_is_eq1():
+    """Only Dec1 and a prior on (c, x): loss = NLL(y|c,x,z) + KL(q || p(z|c,x))."""
+    torch.manual_seed(2)
+    model = MirrorModel(tiny_config(decoders=("y_cxz",), prior="cx"))
+    assert not hasattr(model, "dec_x_cz") and model.prior_net.hidden[0].in_features == 32
+    model.eval()
+    src, tgt, src_len = make_batch(seed=5)
+    with torch.no_grad():
+        out, attns = model(src, tgt, src_len)
+        loss, _ = MirrorLoss(model.cfg.decoders, 1.0, PAD)(None, out, attns)
+        p = parts(model, src, tgt, src_len)
+        nll = decoder_nll(model, "y_cxz", *p["y"], p["z"], p["vecs"], p["memories"])
+    torch.testing.assert_close(loss, nll + p["kl"], rtol=1e-5, atol=1e-4)
+
+
+def _decoder_out(model, name, src, tgt, src_len, z):
+    p = parts(model, src, tgt, src_len)
+    side = model.DECODERS[name][0]
+    return model.run_decoder(name, p[side][0], z, p["vecs"], p["memories"])[0]
+
+
+def tiny_model(**overrides):
+    torch.manual_seed(0)
+    m = MirrorModel(tiny_config(**overrides))
+    for p in m.parameters():
+        torch.nn.init.uniform_(p, -0.3, 0.3)
+    return m.eval()
+
+
+@pytest.mark.parametrize("input_feed", [False, True])
+def test_each_decoder_sees_only_what_the_paper_says(input_feed):
+    """Same z: Dec2 p(x|c,z) ignores y, Dec4 p(y|c,z) ignores x; Dec1 and Dec3 do not."""
+    model = tiny_model(input_feed=input_feed)
+    src, tgt, src_len = make_batch(seed=6)
+    z = torch.randn(src.size(0), model.cfg.z_size)
+    # new response words, same lengths (Dec4 and Dec1 are scored on the same targets)
+    tgt2 = tgt.clone()
+    body = (tgt2 > EOS)
+    tgt2[body] = (tgt2[body] - 5 + 7) % 35 + 5
+    # new query words after the marker, same lengths
+    src2 = src.clone()
+    after_q = (src2 == QUERY).int().cumsum(1).bool() & (src2 != QUERY) & (src2 != PAD)
+    src2[after_q] = (src2[after_q] - 5 + 11) % 35 + 5
+    with torch.no_grad():
+        base = {n: _decoder_out(model, n, src, tgt, src_len, z) for n in model.cfg.decoders}
+        new_y = {n: _decoder_out(model, n, src, tgt2, src_len, z) for n in ("x_cz", "x_cyz")}
+        new_x = {n: _decoder_out(model, n, src2, tgt, src_len, z) for n in ("y_cz", "y_cxz")}
+    torch.testing.assert_close(new_y["x_cz"], base["x_cz"])     # Dec2 does not see y
+    torch.testing.assert_close(new_x["y_cz"], base["y_cz"])     # Dec4 does not see x
+    assert (new_y["x_cyz"] - base["x_cyz"]).abs().max() > 1e-4  # Dec3 sees y
+    assert (new_x["y_cxz"] - base["y_cxz"]).abs().max() > 1e-4  # Dec1 sees x
+
+
+@pytest.mark.parametrize("overrides", [{}, {"input_feed": True},
+                                       {"share_dec_embeddings": True,
+                                        "share_generators": True, "bidirectional": True}])
+def test_gradients_reach_every_parameter(overrides):
+    torch.manual_seed(3)
+    model = MirrorModel(tiny_config(dropout=0.1, kl_anneal_steps=0, **overrides))
+    model.train()
+    src, tgt, src_len = make_batch(seed=7)
+    out, attns = model(src, tgt, src_len)
+    loss, _ = MirrorLoss(model.cfg.decoders, 1.0, PAD)(None, out, attns)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_kl_annealing_is_linear_and_counts_training_batches():
+    torch.manual_seed(4)
+    model = MirrorModel(tiny_config(kl_anneal_steps=4, kl_weight=0.8))
+    src, tgt, src_len = make_batch(seed=8)
+    weights = []
+    model.train()
+    for _ in range(6):
+        weights.append(model(src, tgt, src_len)[1]["mirror"]["kl_weight"])
+    assert weights == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
+    model.eval()
+    with torch.no_grad():
+        model(src, tgt, src_len)
+    assert int(model.kl_annealing.step) == 6  # validation does not advance it
+    assert "kl_annealing.step" in model.state_dict()
+
+
+def test_validation_reports_dec1_with_prior_z(model):
+    model.eval()
+    src, tgt, src_len = make_batch(seed=9)
+    with torch.no_grad():
+        terms = model(src, tgt, src_len)[1]["mirror"]
+        p = parts(model, src, tgt, src_len)
+        mu_p, _ = model.prior(model.encode_dialogue(src[:, :, 0], src_len))
+        prior_nll = decoder_nll(model, "y_cxz", *p["y"], mu_p, p["vecs"], p["memories"])
+    torch.testing.assert_close(terms["nll_y_cxz_prior"], prior_nll, rtol=1e-5, atol=1e-4)
+    assert float(terms["nll_y_cxz_prior"]) != pytest.approx(float(terms["nll_y_cxz"]))
+
+
+def test_missing_query_marker_is_a_clear_error(model):
+    src, tgt, src_len = make_batch(seed=10)
+    src = src.masked_fill(src == QUERY, 9)
+    with pytest.raises(ValueError, match="mirror_triple"):
+        model(src, tgt, src_len)
+
+
+@pytest.mark.parametrize("input_feed", [False, True])
+def test_decoding_interface_steps_like_teacher_forcing(input_feed):
+    """Step-by-step decoding (beam search's calls) equals one teacher-forced pass."""
+    model = tiny_model(input_feed=input_feed)
+    src, tgt, src_len = make_batch(seed=11)
+    with torch.no_grad():
+        enc_out, final, mem_len = model.encoder(src, src_len)
+        model.decoder.init_state(src, enc_out, final)
+        steps = [model.decoder(tgt[:, t:t + 1], enc_out, src_len=mem_len, step=t)[0]
+                 for t in range(tgt.size(1) - 1)]
+        stepwise = torch.cat(steps, 1)
+        model.decoder.init_state(src, enc_out, final)
+        whole, _ = model.decoder(tgt[:, :-1], enc_out, src_len=mem_len)
+    torch.testing.assert_close(stepwise, whole, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,83 @@
+"""How the plugin enters OpenNMT-py: the .pth hook, registries, options, errors."""
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import spawn_probe
+
+BIN = os.path.dirname(sys.executable)
+
+
+def python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, **env), timeout=300)
+
+
+def test_startup_stays_cheap():
+    out = python("import sys; print('torch' in sys.modules, 'onmt' in sys.modules, "
+                 "'onmt_mirror._hook' in sys.modules)")
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_registered_after_import_onmt_and_switch_off():
+    code = ("import onmt, onmt.trainer; from onmt.transforms import AVAILABLE_TRANSFORMS;"
+            "print('mirror_triple' in AVAILABLE_TRANSFORMS, "
+            "onmt.trainer.LossCompute.__name__)")
+    assert python(code).stdout.split() == ["True", "LossComputeFactory"]
+    assert python(code, ONMT_MIRROR_DISABLE="1").stdout.split() == ["False",
+                                                                    "LossCompute"]
+
+
+@pytest.mark.parametrize("disable,expected", [
+    ("0", (True, "LossComputeFactory", "MirrorStatistics")),
+    ("1", (False, "LossCompute", "Statistics"))])
+def test_plugin_loads_in_spawned_workers(monkeypatch, disable, expected):
+    """OpenNMT-py's data workers are spawned: the .pth hook, not the parent, must load it."""
+    monkeypatch.setenv("ONMT_MIRROR_DISABLE", disable)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(spawn_probe.plugin_state) == expected
+
+
+def test_onmt_train_help_lists_plugin_options():
+    out = subprocess.run([os.path.join(BIN, "onmt_train"), "-h"], capture_output=True,
+                         text=True, timeout=300).stdout
+    for opt in ("-mirror_z_size", "-mirror_decoders", "-mirror_kl_anneal_steps",
+                "-mirror_context_turns", "Transform/MirrorTriple", "mirror_triple"):
+        assert opt in out
+
+
+def test_wrong_opennmt_version_is_one_clear_line():
+    out = python("import onmt; onmt.__version__ = '3.4.3'; import onmt_mirror.registration",
+                 ONMT_MIRROR_DISABLE="1")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == ("onmt_mirror: error: onmt_mirror needs OpenNMT-py 3.5.1,"
+                                  " found 3.4.3: pip install --no-deps opennmt-py==3.5.1 "
+                                  "(or set ONMT_MIRROR_DISABLE=1)")
+
+
+def test_mirror_options_on_a_stock_checkpoint_are_refused(tmp_path):
+    (tmp_path / "s.src").write_text("a b c\nd e f\n")
+    (tmp_path / "s.tgt").write_text("c b a\nf e d\n")
+    corpus = {"path_src": "s.src", "path_tgt": "s.tgt"}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "save_data": "run/s", "src_vocab": "run/v.txt", "share_vocab": True,
+        "data": {"train": corpus}, "word_vec_size": 8, "hidden_size": 8, "layers": 1,
+        "save_model": "run/m", "train_steps": 1, "save_checkpoint_steps": 1,
+        "batch_size": 2, "num_workers": 0}))
+    for cmd in (["onmt_build_vocab", "-config", "s.yaml", "-n_sample", "-1"],
+                ["onmt_train", "-config", "s.yaml"]):
+        assert subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=tmp_path,
+                              capture_output=True, timeout=300).returncode == 0
+    out = subprocess.run([os.path.join(BIN, "onmt_translate"), "-model", "run/m_step_1.pt",
+                          "-src", "s.src", "-output", "p.txt", "-mirror_z", "sample"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        "onmt_mirror: error: run/m_step_1.pt is not a Mirror checkpoint (encoder_type "
+        "'rnn'): -mirror_z applies to Mirror models only")
+    assert "Traceback" not in out.stderr
