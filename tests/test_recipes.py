@@ -147,7 +147,8 @@ def test_readme_commands_use_known_options_and_existing_files(corpus, train_opti
             assert (REPO / path).is_file(), path
     assert seen == set(known)  # prepare, vocab, train, translate, evaluate: all there
     decode = next(line for line in mirror_commands(corpus) if "onmt_translate" in line)
-    for flags in ("-beam_size 10", "-max_length 40", "-min_length 3", "-mirror_z mean"):
+    for flags in ("-beam_size 10", "-max_length 40", "-min_length 3", "-length_penalty none",
+                  "-mirror_z mean"):
         assert flags in decode
 
 
