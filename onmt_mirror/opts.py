@@ -62,6 +62,21 @@ def add_mirror_options(parser):
     group.add("--mirror_z", "-mirror_z", choices=["mean", "sample"], default=None,
               help="z at decoding time: the prior's mean (default) or a sample "
               "(seeded by -seed).")
+    add_dc_options(parser)
+
+
+def add_dc_options(parser):
+    """DC decoding (Baheti et al. 2018): see docs/dc.md and onmt_mirror/dc/."""
+    group = parser.add_argument_group("Translate/DC")
+    group.add("--dc_model", "-dc_model", type=str, default=None,
+              help="Folder of DC side models (`python -m onmt_mirror.dc fit`): beam "
+              "search then scores log p(y|src) + dc_alpha sim_topic + dc_beta sim_SIF, "
+              "on partial and finished hypotheses.")
+    group.add("--dc_alpha", "-dc_alpha", type=float, default=1.5,
+              help="Weight of the topic similarity (default: the authors' code's 1.5).")
+    group.add("--dc_beta", "-dc_beta", type=float, default=2.0,
+              help="Weight of the SIF semantic similarity (default: the authors' code's "
+              "2.0).")
 
 
 @dataclass

@@ -144,3 +144,54 @@ def load_test_model(opt, device_id=0, model_path=None):
 
 
 onmt.model_builder.load_test_model = load_test_model
+
+# 8. DC decoding (Baheti et al. 2018): the stock beam search has no per-step scorer hook.
+#    With -dc_model the Translator gets the side models, each beam search a running
+#    state, and advance() adds α·Δsim_topic + β·Δsim_SIF to every candidate's log-prob
+#    (batched over the vocabulary, see onmt_mirror/dc/scorer.py). Without -dc_model
+#    each wrapper only calls the stock code.
+import onmt.translate.beam_search  # noqa: E402
+import onmt.translate.translator  # noqa: E402
+
+from onmt_mirror.dc.scorer import dc_scorer_from_opt  # noqa: E402
+
+_Translator = onmt.translate.translator.Translator
+_Beam = onmt.translate.beam_search.BeamSearchBase
+_stock_translator_from_opt = _Translator.from_opt.__func__
+_stock_translate_with_strategy = _Translator._translate_batch_with_strategy
+_stock_beam_advance = _Beam.advance
+_stock_remove_finished_batches = _Beam.remove_finished_batches
+
+
+def _translator_from_opt(cls, model, vocabs, opt, model_opt, **kwargs):
+    translator = _stock_translator_from_opt(cls, model, vocabs, opt, model_opt, **kwargs)
+    translator.dc_scorer = dc_scorer_from_opt(opt, vocabs, logger)
+    return translator
+
+
+def _translate_batch_with_strategy(self, batch, decode_strategy):
+    if getattr(self, "dc_scorer", None) is not None:
+        decode_strategy.dc_state = self.dc_scorer.start(batch["src"][:, :, 0],
+                                                        decode_strategy.beam_size)
+    return _stock_translate_with_strategy(self, batch, decode_strategy)
+
+
+def _beam_advance(self, log_probs, attn):
+    state = getattr(self, "dc_state", None)
+    if state is None:
+        return _stock_beam_advance(self, log_probs, attn)
+    log_probs += state.bonus().to(log_probs.dtype)
+    _stock_beam_advance(self, log_probs, attn)
+    state.advance(self.select_indices, self.topk_ids.view(-1))
+
+
+def _remove_finished_batches(self, _B_new, _B_old, non_finished, *args):
+    _stock_remove_finished_batches(self, _B_new, _B_old, non_finished, *args)
+    if getattr(self, "dc_state", None) is not None:
+        self.dc_state.keep_batches(non_finished)
+
+
+_Translator.from_opt = classmethod(_translator_from_opt)
+_Translator._translate_batch_with_strategy = _translate_batch_with_strategy
+_Beam.advance = _beam_advance
+_Beam.remove_finished_batches = _remove_finished_batches

@@ -1,0 +1,255 @@
+"""GPU speed of Mirror against the stock OpenNMT-py seq2seq of the same size, one run.
+
+For each system the model, optimizer, loss and Trainer are built by OpenNMT-py's own code
+(onmt.train_single's steps, the plugin loaded by its .pth hook) from the same options as
+`onmt_train`; real DailyDialog batches come from OpenNMT-py's iterator, are moved to the
+GPU once, and the timed loop calls the stock Trainer's _gradient_accumulation (forward,
+loss, backward, optimizer step, statistics) on them. So the numbers are the model's and
+the trainer's, not the data pipeline's (OpenNMT-py's pipeline is measured separately by
+onmt_train itself; see docs/performance.md).
+
+Systems: seq2seq_inputfeed (stock default), seq2seq_cudnn (-input_feed 0), mirror
+(-input_feed 0, the plugin's default for GPUs). MFU = analytic model FLOPs on real (non-pad)
+tokens / time / the card's dense fp16/bf16 peak (measured here with a large matmul).
+
+    python bench/bench_train.py --data data/dailydialog --out OUTDIR [--batches 128 512]
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+
+import onmt  # noqa: F401  (loads the plugin through the .pth hook)
+from onmt.constants import CorpusTask
+from onmt.inference_engine import InferenceEnginePY
+from onmt.models import build_model_saver
+from onmt.inputters.dynamic_iterator import build_dynamic_dataset_iter
+from onmt.model_builder import build_model
+from onmt.opts import train_opts, translate_opts
+from onmt.train_single import _init_train
+from onmt.trainer import build_trainer
+from onmt.utils.optimizers import Optimizer
+from onmt.utils.parse import ArgumentParser
+
+SIZES = dict(hidden=1000, emb=200, layers=2, vocab=20000, z=160)
+SYSTEMS = {
+    "seq2seq_inputfeed": ["-input_feed", "1"],
+    "seq2seq_cudnn": ["-input_feed", "0"],
+    "mirror": ["-encoder_type", "mirror", "-input_feed", "0",
+               "-mirror_z_size", str(SIZES["z"])],
+}
+
+
+def options(system, data, batch, precision, gpu):
+    yaml_path = os.path.join(data, "bench_%s.yaml" % system)
+    with open(yaml_path, "w") as f:
+        f.write("data:\n  train:\n    path_src: %s/train.src\n    path_tgt: %s/train.tgt\n"
+                "    transforms: [mirror_triple]\n" % (data, data))
+    args = ["-config", yaml_path, "-src_vocab", os.path.join(data, "vocab.txt"),
+            "-share_vocab", "-src_vocab_size", str(SIZES["vocab"]),
+            "-tgt_vocab_size", str(SIZES["vocab"]),
+            "-save_data", "/tmp/bench", "-hidden_size", str(SIZES["hidden"]),
+            "-word_vec_size", str(SIZES["emb"]), "-layers", str(SIZES["layers"]),
+            "-batch_type", "sents", "-batch_size", str(batch), "-optim", "adam",
+            "-learning_rate", "0.001", "-max_grad_norm", "2", "-dropout", "0.3",
+            "-param_init", "0.08", "-normalization", "sents", "-num_workers", "0",
+            "-bucket_size", "8192", "-seed", "1", "-report_every", "100000",
+            "-model_dtype", precision, "-world_size", "1"] + SYSTEMS[system]
+    if gpu:
+        args += ["-gpu_ranks", "0"]
+    parser = ArgumentParser()
+    train_opts(parser)
+    opt = parser.parse_args(args)
+    ArgumentParser.validate_train_opts(opt)
+    ArgumentParser.update_model_opts(opt)
+    ArgumentParser.validate_model_opts(opt)
+    return opt
+
+
+def lstm_flops(tokens, layers, in_size, hidden):
+    """Forward FLOPs of a stacked LSTM over `tokens` steps (first layer reads in_size)."""
+    first = 2 * 4 * hidden * (in_size + hidden)
+    rest = 2 * 4 * hidden * (2 * hidden)
+    return tokens * (first + (layers - 1) * rest)
+
+
+def attn_out_flops(steps, memory_pairs, hidden, vocab):
+    """Luong 'general' attention (+ output layer) forward FLOPs; memory_pairs = sum T*S."""
+    return (steps * (2 * hidden * hidden + 2 * 2 * hidden * hidden + 2 * hidden * vocab)
+            + memory_pairs * 4 * hidden)
+
+
+def batch_flops(system, batch, query_id):
+    """Training FLOPs (3x forward) of one batch counting real tokens only."""
+    H, E, L, V, Z = (SIZES[k] for k in ("hidden", "emb", "layers", "vocab", "z"))
+    src, tgt = batch["src"][:, :, 0], batch["tgt"][:, :, 0]
+    src_len = batch["srclen"].double()
+    y_steps = (batch["tgtlen"] - 1).double()  # decoder steps: <s> y (predicting y </s>)
+    if system.startswith("seq2seq"):
+        feed = H if system == "seq2seq_inputfeed" else 0
+        fwd = (lstm_flops(src_len.sum(), L, E, H) + lstm_flops(y_steps.sum(), L, E + feed, H)
+               + attn_out_flops(y_steps.sum(), (y_steps * src_len).sum(), H, V))
+        return 3 * float(fwd)
+    q_pos = (src == query_id).int().argmax(1).double()
+    c_len, x_len = q_pos, src_len - q_pos - 1
+    y_len = y_steps - 1
+    x_steps = x_len + 1
+    fwd = (lstm_flops(c_len.sum(), L, E, H) + lstm_flops((x_len + y_len).sum(), L, E, H)
+           + lstm_flops(2 * y_steps.sum() + 2 * x_steps.sum(), L, E + Z, H)
+           + attn_out_flops(y_steps.sum(), (y_steps * x_len).sum(), H, V)   # Dec1 over x
+           + attn_out_flops(x_steps.sum(), (x_steps * c_len).sum(), H, V)   # Dec2 over c
+           + attn_out_flops(x_steps.sum(), (x_steps * y_len).sum(), H, V)   # Dec3 over y
+           + attn_out_flops(y_steps.sum(), (y_steps * c_len).sum(), H, V))  # Dec4 over c
+    return 3 * float(fwd)
+
+
+def matmul_peak(dtype=torch.float16):
+    a = torch.randn(8192, 8192, device="cuda", dtype=dtype)
+    b = torch.randn(8192, 8192, device="cuda", dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192 ** 3 / (time.perf_counter() - t)
+
+
+def sync(gpu):
+    if gpu:
+        torch.cuda.synchronize()
+
+
+def decode_speed(system, data, trainer, model, opt, vocabs, optim, it, train_steps, out,
+                 gpu):
+    """Train `train_steps` more batches (so replies have realistic lengths), save, and
+    time stock beam-10 decoding of the test windows (model loading excluded)."""
+    for _, (b, _) in zip(range(train_steps), it):
+        trainer._gradient_accumulation([b], len(b["tgt"]), onmt.utils.Statistics(),
+                                       onmt.utils.Statistics())
+    opt.save_model = os.path.join(out, "ckpt_" + system)
+    build_model_saver(opt, opt, model, vocabs, optim, 0 if gpu else -1).save(
+        optim.training_step)
+    ckpt = "%s_step_%d.pt" % (opt.save_model, optim.training_step)
+    pred = os.path.join(out, "pred_%s.txt" % system)
+    parser = ArgumentParser()
+    translate_opts(parser)
+    topt = parser.parse_args(["-model", ckpt, "-src", os.path.join(data, "test.src"),
+                              "-output", pred, "-beam_size", "10", "-max_length", "40",
+                              "-min_length", "3", "-batch_size", "64", "-transforms",
+                              "mirror_triple"] + (["-gpu", "0"] if gpu else []))
+    ArgumentParser.validate_translate_opts(topt)
+    ArgumentParser._get_all_transform_translate(topt)
+    ArgumentParser._validate_transforms_opts(topt)
+    ArgumentParser.validate_translate_opts_dynamic(topt)
+    engine = InferenceEnginePY(topt)
+    sync(gpu)
+    t = time.perf_counter()
+    engine.infer_file()
+    sync(gpu)
+    elapsed = time.perf_counter() - t
+    engine.terminate()
+    with open(pred) as f:
+        lines = f.read().splitlines()
+    os.remove(ckpt)
+    return {"decode_responses_per_s": len(lines) / elapsed, "decode_s": elapsed,
+            "decode_avg_len": sum(len(x.split()) for x in lines) / max(len(lines), 1),
+            "decode_after_steps": optim.training_step}
+
+
+def bench(system, data, batch_size, precision, steps, warmup, gpu, decode_steps=0,
+          out=None):
+    opt = options(system, data, batch_size, precision, gpu)
+    device_id = 0 if gpu else -1
+    torch.manual_seed(1)
+    checkpoint, vocabs, transforms_cls = _init_train(opt)
+    model = build_model(opt, opt, vocabs, checkpoint, device_id)
+    optim = Optimizer.from_opt(model, opt, checkpoint=None)
+    trainer = build_trainer(opt, device_id, model, vocabs, optim)
+    it = build_dynamic_dataset_iter(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN,
+                                    device_id=device_id)
+    batches = []
+    for batch, _ in it:
+        batches.append(batch)
+        if len(batches) == steps + warmup:
+            break
+    query_id = vocabs["src"]["｟mirror_query｠"]
+    stats = [onmt.utils.Statistics(), onmt.utils.Statistics()]
+    for b in batches[:warmup]:
+        trainer._gradient_accumulation([b], len(b["tgt"]), *stats)
+    sync(gpu)
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    for b in batches[warmup:]:
+        trainer._gradient_accumulation([b], len(b["tgt"]), *stats)
+    sync(gpu)
+    elapsed = time.perf_counter() - t
+    timed = batches[warmup:]
+    n_ex = sum(len(b["tgt"]) for b in timed)
+    n_tgt = sum(int((b["tgtlen"] - 1).sum()) for b in timed)
+    flops = sum(batch_flops(system, b, query_id) for b in timed)
+    row = {"system": system, "batch": batch_size, "precision": precision,
+           "examples_per_s": n_ex / elapsed, "tgt_tokens_per_s": n_tgt / elapsed,
+           "flops_per_example": flops / n_ex, "achieved_tflops": flops / elapsed / 1e12,
+           "peak_mem_gib": (torch.cuda.max_memory_allocated() / 2 ** 30) if gpu else 0.0,
+           "steps": len(timed)}
+    if decode_steps:
+        row.update(decode_speed(system, data, trainer, model, opt, vocabs, optim, it,
+                                decode_steps, out, gpu))
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="prepared DailyDialog + vocab.txt")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batches", type=int, nargs="+", default=[128, 512])
+    p.add_argument("--precisions", nargs="+", default=["fp16"])
+    p.add_argument("--systems", nargs="+", default=list(SYSTEMS))
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--decode-steps", type=int, default=0,
+                   help="at the first batch size, train seq2seq_inputfeed and mirror this "
+                   "many more batches, then time beam-10 decoding of test.src")
+    args = p.parse_args()
+    gpu = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if gpu else "cpu"
+    peak = matmul_peak() if gpu else float("nan")
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for batch in args.batches:
+        for precision in args.precisions:
+            for system in args.systems:
+                decode = args.decode_steps if (batch == args.batches[0] and system in (
+                    "seq2seq_inputfeed", "mirror")) else 0
+                row = bench(system, args.data, batch, precision, args.steps, args.warmup,
+                            gpu, decode, args.out)
+                row["mfu"] = row["achieved_tflops"] * 1e12 / peak
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    with open(os.path.join(args.out, "bench_train.json"), "w") as f:
+        json.dump({"device": device, "matmul_peak_tflops": peak / 1e12,
+                   "torch": torch.__version__, "rows": rows}, f, indent=1)
+    print("\ndevice: %s, fp16 matmul peak %.0f TFLOP/s" % (device, peak / 1e12))
+    print("| system | batch | precision | examples/s | tgt tokens/s | ratio vs "
+          "seq2seq_inputfeed | MFU | peak GiB | beam-10 responses/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        base = next(b for b in rows if b["system"] == "seq2seq_inputfeed"
+                    and b["batch"] == r["batch"] and b["precision"] == r["precision"]) \
+            if "seq2seq_inputfeed" in args.systems else r
+        decode = ("%.0f (avg len %.1f, after %d steps)" % (
+            r["decode_responses_per_s"], r["decode_avg_len"], r["decode_after_steps"])
+            if "decode_responses_per_s" in r else "")
+        print("| %s | %d | %s | %.0f | %.0f | %.2f | %.1f%% | %.1f | %s |" % (
+            r["system"], r["batch"], r["precision"], r["examples_per_s"],
+            r["tgt_tokens_per_s"], r["examples_per_s"] / base["examples_per_s"],
+            100 * r["mfu"], r["peak_mem_gib"], decode))
+
+
+if __name__ == "__main__":
+    main()
