@@ -40,6 +40,11 @@ def add_mirror_options(parser):
               "(Dec4). Only y_cxz gives a CVAE (the paper's Eq. 1).")
     group.add("--mirror_prior", "-mirror_prior", choices=["c", "cx"], default="c",
               help="What the prior conditions on: p(z|c) (Mirror) or p(z|c,x) (CVAE).")
+    group.add("--mirror_context_encoder", "-mirror_context_encoder",
+              choices=["flat", "hierarchical"], default="flat",
+              help="How c is read: one RNN over its tokens (Mirror, CVAE), or an RNN per "
+              "context turn and a context RNN over the turns (VHRED, Serban et al. "
+              "2017); differs only with -mirror_context_turns > 1.")
     group.add("--mirror_bidirectional", "-mirror_bidirectional", action="store_true",
               help="Bidirectional context and utterance encoders.")
     group.add("--mirror_share_dec_embeddings", "-mirror_share_dec_embeddings",
@@ -101,6 +106,8 @@ class MirrorConfig:
     prior: str = "c"
     share_dec_embeddings: bool = False
     share_generators: bool = False
+    context_encoder: str = "flat"  # "hierarchical": VHRED's per-turn context encoder
+    turn_id: int = -1  # ｟mirror_turn｠, where the hierarchical encoder splits c
     kl_anneal_steps: int = 10000
     kl_weight: float = 1.0
     backward_weight: float = 1.0
@@ -121,6 +128,8 @@ class MirrorConfig:
             bos_id=vocab["<s>"],
             eos_id=vocab["</s>"],
             query_id=vocab[QUERY_TOKEN],
+            turn_id=vocab[TURN_TOKEN],
+            context_encoder=getattr(opt, "mirror_context_encoder", "flat"),
             emb_size=opt.src_word_vec_size,
             hidden_size=opt.enc_hid_size,
             enc_layers=opt.enc_layers,

@@ -30,6 +30,7 @@ from onmt.transforms import register_transform  # noqa: E402
 from onmt.utils.logging import logger  # noqa: E402
 
 from onmt_mirror.losses.mirror_loss import MirrorLoss, MirrorStatistics  # noqa: E402
+from onmt_mirror.models.hred import HRED_ENCODER, HREDEncoder  # noqa: E402
 from onmt_mirror.models.mirror import MirrorModel  # noqa: E402
 from onmt_mirror.opts import MIRROR_ENCODER, QUERY_TOKEN, MirrorConfig  # noqa: E402
 from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform  # noqa: E402
@@ -37,6 +38,15 @@ from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform  # noqa: 
 # 1. Transform registry (public API): also how Mirror's options reach all three parsers.
 if "mirror_triple" not in onmt.transforms.AVAILABLE_TRANSFORMS:
     register_transform("mirror_triple")(MirrorTripleTransform)
+if "mirror_backward" not in onmt.transforms.AVAILABLE_TRANSFORMS:  # MMI's p(x|y) data
+    from onmt_mirror.transforms.mirror_backward import MirrorBackwardTransform
+
+    register_transform("mirror_backward")(MirrorBackwardTransform)
+
+# 1b. Encoder registry (public API): HRED's hierarchical encoder (`encoder_type: hred`);
+#     the stock builder pairs it with the stock RNN decoder (see build_hred below).
+if HRED_ENCODER not in onmt.encoders.str2enc:
+    onmt.encoders.register_encoder(HRED_ENCODER)(HREDEncoder)
 
 # 2. Checkpoints: torch>=2.6 loads with weights_only=True, and OpenNMT-py checkpoints hold
 #    the options as an argparse.Namespace. Allow that one class; safe loading stays on.
@@ -61,9 +71,25 @@ def build_mirror(model_opt, vocabs):
     return MirrorModel(MirrorConfig.from_opt(model_opt, tgt))
 
 
+def build_hred(model_opt, vocabs):
+    """The stock seq2seq builder (HREDEncoder + stock RNN decoder), then the encoder
+    learns which vocabulary ids separate turns (they are not weights)."""
+    from onmt_mirror.opts import TURN_TOKEN
+
+    src = vocabs["src"]
+    if QUERY_TOKEN not in src.ids_to_tokens or TURN_TOKEN not in src.ids_to_tokens:
+        raise MirrorError("HRED splits src into turns at %s and %s: build the vocabulary "
+                          "with -transforms mirror_triple" % (TURN_TOKEN, QUERY_TOKEN))
+    model = _stock_build_task_specific_model(model_opt, vocabs)
+    model.encoder.set_separators([src[TURN_TOKEN], src[QUERY_TOKEN]])
+    return model
+
+
 def build_task_specific_model(model_opt, vocabs):
     if getattr(model_opt, "encoder_type", None) == MIRROR_ENCODER:
         return build_mirror(model_opt, vocabs)
+    if getattr(model_opt, "encoder_type", None) == HRED_ENCODER:
+        return build_hred(model_opt, vocabs)
     return _stock_build_task_specific_model(model_opt, vocabs)
 
 
@@ -129,8 +155,11 @@ def load_test_model(opt, device_id=0, model_path=None):
             raise MirrorError("%s is not a Mirror checkpoint (encoder_type %r): "
                               "-mirror_z applies to Mirror models only"
                               % (path, model_opt.encoder_type))
-        return vocabs, model, model_opt
-    model.z_mode = getattr(opt, "mirror_z", None) or "mean"
+        # baselines (seq2seq, HRED) trained on mirror_triple read -src the same way
+        if "mirror_triple" not in (getattr(model_opt, "_all_transform", None) or ()):
+            return vocabs, model, model_opt
+    else:
+        model.z_mode = getattr(opt, "mirror_z", None) or "mean"
     transforms = list(getattr(opt, "transforms", None) or [])
     if "mirror_triple" not in transforms:
         from onmt_mirror.data_check import check_pair

@@ -193,8 +193,14 @@ class MirrorModel(BaseModel):
         E, H, Z, V = cfg.emb_size, cfg.hidden_size, cfg.z_size, cfg.vocab_size
         self.embedding = nn.Embedding(V, E, padding_idx=cfg.pad_id)  # encoders' table
         self.emb_dropout = nn.Dropout(cfg.dropout)
-        self.context_encoder = RNNEncoder(E, H, cfg.enc_layers, cfg.dropout,
-                                          cfg.bidirectional)
+        if cfg.context_encoder == "hierarchical":  # VHRED: an RNN per turn, one over turns
+            from onmt_mirror.models.hred import HierarchicalContextEncoder
+
+            self.context_encoder = HierarchicalContextEncoder(
+                E, H, cfg.enc_layers, cfg.dropout, cfg.bidirectional, (cfg.turn_id,))
+        else:
+            self.context_encoder = RNNEncoder(E, H, cfg.enc_layers, cfg.dropout,
+                                              cfg.bidirectional)
         self.utterance_encoder = RNNEncoder(E, H, cfg.enc_layers, cfg.dropout,
                                             cfg.bidirectional)
         self.prior_net = GaussianNet(H * len(cfg.prior), H, Z)
@@ -229,7 +235,8 @@ class MirrorModel(BaseModel):
     def encode_dialogue(self, src, src_len):
         """Context and query: c, x encoded; returns a dict of what the parts need."""
         c, c_len, x, x_len = split_src(src, src_len, self.cfg.query_id, self.cfg.pad_id)
-        c_out, c_vec = self.context_encoder(self.embed(c), c_len)
+        c_out, c_vec = self.context_encoder(self.embed(c), c_len, *(
+            (c,) if self.cfg.context_encoder == "hierarchical" else ()))  # VHRED: turn ids
         x_out, x_vec = self.utterance_encoder(self.embed(x), x_len)
         return {"c": (c, c_len, c_out, c_vec), "x": (x, x_len, x_out, x_vec)}
 
