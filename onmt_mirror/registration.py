@@ -192,8 +192,9 @@ _stock_beam_advance = _Beam.advance
 _stock_remove_finished_batches = _Beam.remove_finished_batches
 
 
-def _translator_from_opt(cls, model, vocabs, opt, model_opt, **kwargs):
-    translator = _stock_translator_from_opt(cls, model, vocabs, opt, model_opt, **kwargs)
+def _translator_from_opt(cls, model, vocabs, opt, model_opt, *args, **kwargs):
+    translator = _stock_translator_from_opt(cls, model, vocabs, opt, model_opt, *args,
+                                            **kwargs)
     translator.dc_scorer = dc_scorer_from_opt(opt, vocabs, logger)
     return translator
 
