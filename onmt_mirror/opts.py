@@ -63,6 +63,17 @@ def add_mirror_options(parser):
               default=1.0, help="Extra weight on the backward terms log p(x|c,z) and "
               "log p(x|c,z,y) (Eq. 6 has 1: every term gets 1/2).")
 
+    group = parser.add_argument_group("Reliability/Mirror")
+    group.add("--mirror_nonfinite", "-mirror_nonfinite", choices=["stop", "skip"],
+              default="stop", help="A NaN/inf loss term: stop with the step and the term "
+              "named, or skip the batch (no update) and log it (see docs/reliability.md).")
+    group.add("--mirror_kl_collapse_threshold", "-mirror_kl_collapse_threshold",
+              type=float, default=0.1, help="KL(q||p) per sentence (nats) under which "
+              "a training batch counts towards a KL-collapse warning.")
+    group.add("--mirror_kl_collapse_steps", "-mirror_kl_collapse_steps", type=int,
+              default=1000, help="Warn in the log after this many consecutive training "
+              "batches under -mirror_kl_collapse_threshold; 0 switches the check off.")
+
     group = parser.add_argument_group("Translate/Mirror")
     group.add("--mirror_z", "-mirror_z", choices=["mean", "sample"], default=None,
               help="z at decoding time: the prior's mean (default) or a sample "

@@ -225,3 +225,191 @@ _Translator.from_opt = classmethod(_translator_from_opt)
 _Translator._translate_batch_with_strategy = _translate_batch_with_strategy
 _Beam.advance = _beam_advance
 _Beam.remove_finished_batches = _remove_finished_batches
+
+# R1. Reliability — checkpoint files: ModelSaver writes with torch.save straight onto the
+#     final name (a crash mid-save leaves a truncated file), and a checkpoint that weights-
+#     only loading refuses is a long traceback. model_saver reaches torch.save/torch.load
+#     through its module-global `torch` (load_checkpoint serves train and translate), so a
+#     view of torch with atomic save and explicit weights-only load replaces that name.
+import os  # noqa: E402
+import traceback  # noqa: E402
+
+import onmt.inference_engine  # noqa: E402
+import onmt.models.model_saver  # noqa: E402
+import onmt.translate.translator  # noqa: E402
+import onmt.utils.optimizers  # noqa: E402
+import onmt.utils.parse  # noqa: E402
+from onmt.transforms.transform import Transform, TransformPipe  # noqa: E402
+
+from onmt_mirror import resume  # noqa: E402
+from onmt_mirror.checkpoint_io import AtomicTextOutput, TorchCheckpointIO  # noqa: E402
+from onmt_mirror.opts import add_mirror_options  # noqa: E402
+
+onmt.models.model_saver.torch = TorchCheckpointIO()
+
+# R2. Reliability — translation output: build_translator opens (truncates) -output before
+#     loading the model, so a failing onmt_translate leaves an empty file where the last
+#     predictions were. The output now goes to a temporary file that replaces -output
+#     only when InferenceEnginePY._translate returned (single process; multi-GPU
+#     inference keeps the stock file).
+_stock_build_translator = onmt.translate.translator.build_translator
+_stock_engine_translate = onmt.inference_engine.InferenceEnginePY._translate
+
+
+def build_translator(opt, device_id=0, report_score=True, logger=None, out_file=None):
+    if out_file is None and getattr(opt, "world_size", 1) <= 1:
+        out_file = AtomicTextOutput(opt.output)
+    return _stock_build_translator(opt, device_id, report_score, logger, out_file)
+
+
+def _engine_translate(self, infer_iter):
+    out = self.translator.out_file
+    if not isinstance(out, AtomicTextOutput):
+        return _stock_engine_translate(self, infer_iter)
+    try:
+        result = _stock_engine_translate(self, infer_iter)
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
+    return result
+
+
+onmt.translate.translator.build_translator = build_translator
+onmt.inference_engine.InferenceEnginePY._translate = _engine_translate
+
+
+# R3. Reliability — a missing corpus or vocabulary file is an OSError traceback from
+#     DataOptsCheckerMixin._validate_file ("Please check path of your src vocab file!");
+#     make it one line with the path.
+def _validate_file(file_path, info):
+    if not os.path.isfile(file_path):
+        hint = " (build it with onmt_build_vocab)" if info.endswith("vocab") else ""
+        raise MirrorError("%s file not found: %s%s" % (info, file_path, hint))
+
+
+onmt.utils.parse.DataOptsCheckerMixin._validate_file = staticmethod(_validate_file)
+
+# R4. Reliability — Mirror's model, loss and guard options are silently ignored by stock
+#     models; validate_train_opts (onmt_train only, before anything is written) now
+#     refuses them when they differ from their defaults and the model is not Mirror.
+_MIRROR_ONLY_GROUPS = ("Model/Mirror", "Loss/Mirror", "Reliability/Mirror")
+_stock_validate_train_opts = onmt.utils.parse.ArgumentParser.validate_train_opts.__func__
+
+
+def _mirror_only_defaults():
+    parser = onmt.utils.parse.ArgumentParser()
+    add_mirror_options(parser)
+    return {a.dest: a.default for g in parser._action_groups
+            if g.title in _MIRROR_ONLY_GROUPS for a in g._group_actions}
+
+
+def _validate_train_opts(cls, opt):
+    _stock_validate_train_opts(cls, opt)
+    if getattr(opt, "encoder_type", None) == MIRROR_ENCODER or opt.train_from:
+        return
+    given = [k for k, v in _mirror_only_defaults().items()
+             if hasattr(opt, k) and getattr(opt, k) != v]
+    if given:
+        raise MirrorError("%s: Mirror option(s), but the model is encoder_type %r (use "
+                          "-encoder_type %s, or drop them)"
+                          % (", ".join("-" + k for k in given), opt.encoder_type,
+                             MIRROR_ENCODER))
+
+
+onmt.utils.parse.ArgumentParser.validate_train_opts = classmethod(_validate_train_opts)
+
+
+# R5. Reliability — TransformPipe.stats reports only ObservableStats, so counts a transform
+#     keeps itself (mirror_triple: truncated and skipped lines, e.g. a 10,000-token turn)
+#     never reached the log; add every transform's own stats() (counts since start).
+def _pipe_stats(self):
+    own = ["\t\t\t* %s: %s" % (type(t).__name__, t.stats()) for t in self.transforms
+           if type(t).stats is not Transform.stats and t.stats()]
+    return "\n".join([m for m in [self.statistics.report()] if m] + own)
+
+
+TransformPipe.stats = _pipe_stats
+
+# R6. Reliability — exact resume: -train_from restores weights, optimizer and step but
+#     restarts the data at the first batch and re-seeds the generators. The optimizer's
+#     state dict (saved in every checkpoint) now also carries the batches consumed and the
+#     generator states; on resume with the same corpora, Trainer.train replays the data
+#     past them and restores the generators (onmt_mirror/resume.py). Trainer.train also
+#     tells Mirror's loss the step, for its error messages.
+_Optimizer = onmt.utils.optimizers.Optimizer
+_stock_optim_state_dict = _Optimizer.state_dict
+_stock_optim_from_opt = _Optimizer.from_opt.__func__
+_stock_trainer_train = onmt.trainer.Trainer.train
+
+
+def _optim_state_dict(self):
+    state = _stock_optim_state_dict(self)
+    state["mirror_resume"] = {"batches": getattr(self, "batches_seen", 0),
+                              "rng": resume.rng_state()}
+    return state
+
+
+def _optim_from_opt(cls, model, opt, checkpoint=None):
+    optim = _stock_optim_from_opt(cls, model, opt, checkpoint)
+    saved = (checkpoint or {}).get("optim")
+    if isinstance(saved, dict) and "mirror_resume" in saved and optim.training_step > 1:
+        if getattr(checkpoint["opt"], "data", None) == getattr(opt, "data", None):
+            optim.resume_from = saved["mirror_resume"]
+        else:
+            logger.info("-train_from with other corpora than the checkpoint's: the "
+                        "training data starts at its first batch")
+    return optim
+
+
+def _trainer_train(self, train_iter, train_steps, *args, **kwargs):
+    for loss in (self.train_loss, self.valid_loss):
+        if isinstance(loss, MirrorLoss):
+            loss.step_of = lambda: self.optim.training_step
+    return _stock_trainer_train(self, resume.replay(train_iter, self.optim, logger),
+                                train_steps, *args, **kwargs)
+
+
+_Optimizer.state_dict = _optim_state_dict
+_Optimizer.from_opt = classmethod(_optim_from_opt)
+onmt.trainer.Trainer.train = _trainer_train
+
+# R7. Reliability — Mirror's numerical guards read their options here (section 4 builds
+#     the loss): -mirror_nonfinite, the KL-collapse warning, and train/valid mode (a
+#     validation batch is never skipped). A skipped batch leaves no gradients, which
+#     torch's GradScaler.step rejects ("No inf checks were recorded"): with fp16 the
+#     scaler itself skips steps with inf/NaN gradients, so skip is refused there.
+_mirror_loss_from_opts = LossComputeFactory.from_opts
+
+
+def _guarded_loss_from_opts(cls, opt, model, vocab, train=True):
+    loss = _mirror_loss_from_opts(opt, model, vocab, train)
+    if isinstance(loss, MirrorLoss):
+        if opt.mirror_nonfinite == "skip" and opt.model_dtype == "fp16":
+            raise MirrorError("-mirror_nonfinite skip does not work with -model_dtype "
+                              "fp16 (its gradient scaler already skips non-finite "
+                              "steps): use -mirror_nonfinite stop")
+        loss.train(train)
+        loss.nonfinite = opt.mirror_nonfinite
+        loss.kl_collapse_threshold = opt.mirror_kl_collapse_threshold
+        loss.kl_collapse_steps = opt.mirror_kl_collapse_steps
+    return loss
+
+
+LossComputeFactory.from_opts = classmethod(_guarded_loss_from_opts)
+
+
+# R8. Reliability — Trainer._gradient_accumulation prints the traceback of any exception
+#     but CUDA OOM before re-raising it; a MirrorError (e.g. a non-finite loss) is meant
+#     to be the one line that the excepthook prints.
+class _TracebackExceptMirrorError:
+    def __getattr__(self, name):
+        return getattr(traceback, name)
+
+    @staticmethod
+    def print_exc(*args, **kwargs):
+        if not isinstance(sys.exc_info()[1], MirrorError):
+            traceback.print_exc(*args, **kwargs)
+
+
+onmt.trainer.traceback = _TracebackExceptMirrorError()

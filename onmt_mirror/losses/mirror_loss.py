@@ -64,6 +64,10 @@ class MirrorStatistics(Statistics):
         return out
 
     def output(self, step, num_steps, learning_rate, start):
+        if not self.n_words:  # every batch since the last report was skipped
+            logger.info("Step %d/%5d; no batch to report (skipped: non-finite loss)",
+                        step, num_steps)
+            return
         super().output(step, num_steps, learning_rate, start)
         summary = self.mirror_summary()
         if summary:
@@ -83,6 +87,12 @@ class MirrorLoss(torch.nn.Module):
         super().__init__()
         self.weights = decoder_weights(decoders, backward_weight)
         self._padding_idx = padding_idx
+        # numerical guards; registration.py sets them from the options (R6, R7)
+        self.nonfinite = "stop"  # or "skip" (-mirror_nonfinite)
+        self.kl_collapse_threshold, self.kl_collapse_steps = 0.0, 0  # 0 steps: off
+        self.low_kl_batches = 0
+        self.step_of = None  # callable -> the Trainer's step, for messages
+
 
     @property
     def padding_idx(self):  # the Trainer reads it to count target tokens
@@ -97,9 +107,39 @@ class MirrorLoss(torch.nn.Module):
                  for k, v in t.items()}
         bad = [k for k, v in terms.items() if not math.isfinite(v)]
         if bad:
-            raise MirrorError("non-finite loss term(s) %s (values: %s); the weights "
-                              "were not updated" % (", ".join(bad), ", ".join(
-                                  "%s=%s" % (k, terms[k]) for k in bad)))
+            return self.non_finite(terms, bad)
+        if self.training:
+            self.watch_kl(terms["kl"] / max(terms["n_sents"], 1.0))
         stats = MirrorStatistics(terms["nll_y_cxz"], 1, terms["n_sents"], terms["n_y"],
                                  terms["correct_y_cxz"], terms=terms)
         return loss, stats
+
+    def where(self):
+        step = "step %d" % self.step_of() if self.step_of is not None else "a batch"
+        return step if self.training else "validation at " + step
+
+    def non_finite(self, terms, bad):
+        """Stop (default) or skip the batch: loss None makes the stock Trainer skip
+        backward, so optim.step() finds no gradients and leaves every weight and the
+        optimizer state as they were (only the step counter and schedule advance)."""
+        values = ", ".join("%s=%s" % (k, terms[k]) for k in bad)
+        if self.nonfinite == "skip" and self.training:
+            logger.warning("%s: non-finite loss term(s) %s: batch skipped "
+                           "(-mirror_nonfinite skip)", self.where(), values)
+            return None, MirrorStatistics()
+        raise MirrorError("%s: non-finite loss term(s) %s; stopped before updating the "
+                          "weights (-mirror_nonfinite skip skips such batches)"
+                          % (self.where(), values))
+
+    def watch_kl(self, kl_per_sentence):
+        """Warn once per streak of -mirror_kl_collapse_steps training batches whose KL
+        per sentence stays under -mirror_kl_collapse_threshold (posterior collapse)."""
+        if self.kl_collapse_steps <= 0 or kl_per_sentence >= self.kl_collapse_threshold:
+            self.low_kl_batches = 0
+            return
+        self.low_kl_batches += 1
+        if self.low_kl_batches == self.kl_collapse_steps:
+            logger.warning("%s: KL collapse: KL(q||p) per sentence has stayed under %g "
+                           "for %d training batches (now %.4g): z carries almost no "
+                           "information", self.where(), self.kl_collapse_threshold,
+                           self.kl_collapse_steps, kl_per_sentence)

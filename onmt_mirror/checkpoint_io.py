@@ -1,0 +1,111 @@
+"""Checkpoint and output files that a crash cannot leave half-written, and safe loading.
+
+OpenNMT-py 3.5.1 writes checkpoints with `torch.save` straight onto the final name and
+opens `onmt_translate -output` (truncating it) before it even loads the model; a crash or
+a bad checkpoint then leaves a truncated or empty file under the name the user trusts.
+Here every such file is written to a temporary name in the same folder, flushed to disk
+and moved over the final name with `os.replace` (atomic on POSIX and Windows).
+
+Loading uses `weights_only=True` explicitly (so even TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
+cannot switch it off): a pickle that would import anything outside torch's allow-list
+(plus argparse.Namespace, see registration.py) is refused with one line, never run.
+"""
+import os
+import pickle
+import re
+import tempfile
+
+import torch
+
+from onmt_mirror.errors import MirrorError
+
+
+def _temp_beside(path):
+    """An open temporary file in the target's folder (os.replace must not cross disks)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=folder)
+    return os.fdopen(fd, "wb"), tmp
+
+
+def atomic_save(obj, path):
+    """torch.save(obj, path), but `path` holds either its old content or all of obj."""
+    f, tmp = _temp_beside(path)
+    try:
+        with f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def safe_load(path, map_location=None):
+    """torch.load with weights_only=True; a refused or broken file is a MirrorError."""
+    if not os.path.isfile(path):
+        raise MirrorError("checkpoint not found: %s" % path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        raise MirrorError(
+            "%s: refused to load: it pickles %s, which is not on the weights-only "
+            "allow-list (loading it could run arbitrary code)"
+            % (path, found.group(1) if found else "an object")) from None
+    except RuntimeError as exc:
+        if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
+            raise
+        raise MirrorError("%s is not a complete checkpoint (truncated, or not written "
+                          "by torch.save)" % path) from None
+
+
+class TorchCheckpointIO:
+    """`torch` as onmt.models.model_saver sees it: save/load above, the rest unchanged."""
+
+    save = staticmethod(atomic_save)
+
+    @staticmethod
+    def load(path, map_location=None, **kwargs):
+        return safe_load(path, map_location)
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+class AtomicTextOutput:
+    """A text file for `onmt_translate -output`: created only when the translation
+    finished (`commit`); until then lines go to a temporary file, `discard` drops it.
+    Each translation call of an engine replaces the file as a whole."""
+
+    def __init__(self, path):
+        self.path = path
+        self._file = self._tmp = None
+
+    def write(self, text):
+        if self._file is None:
+            f, self._tmp = _temp_beside(self.path)
+            f.close()
+            self._file = open(self._tmp, "w", encoding="utf-8")
+        self._file.write(text)
+
+    def flush(self):
+        if self._file is not None:
+            self._file.flush()
+
+    def commit(self):
+        """Move the finished output over `path` (an empty translation: an empty file)."""
+        if self._file is None:
+            self.write("")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        self._file = self._tmp = None
+
+    def discard(self):
+        if self._file is not None:
+            self._file.close()
+            os.remove(self._tmp)
+            self._file = self._tmp = None
