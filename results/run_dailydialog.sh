@@ -11,7 +11,10 @@
 # Seq2SeqAttn with the topic/SIF constraints (the paper's α, β); DC-MMI re-ranks DC's 10-best.
 # Predictions go to OUT/<system>.txt; logs and the per-decoder loss curves beside them.
 # TRAIN_EXTRA (extra onmt_train options) and GPU=0 (CPU only) let a CPU smoke test run it.
+# SYSTEMS=dc trains only Seq2SeqAttn (GPU 0) and decodes DC: what docs/results.md's second
+# run did after the first run's DC fit failed.
 set -u
+SYSTEMS=${SYSTEMS:-all}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
 GPU_OPT=$([ "${GPU:-1}" = 0 ] && echo "" || echo "-gpu 0")
 DATA=${1:-data/dailydialog}
@@ -39,16 +42,20 @@ last() { ls -v "$RUN/$1"_step_*.pt 2>/dev/null | tail -n1; }
 # plugin's atomic saves), so the newest *_step_N.pt is always complete
 
 log "training for ${BUDGET}s each"
-train mirror 0 examples/dailydialog/mirror.yaml &
-train seq2seq 1 examples/dailydialog/seq2seq.yaml &
-train cvae 2 examples/dailydialog/cvae.yaml &
-train hred 3 examples/dailydialog/hred.yaml &
-train mmi_backward 3 examples/dailydialog/mmi_backward.yaml &
+G=1; [ "$SYSTEMS" = dc ] && G=0  # Seq2SeqAttn's GPU
+train seq2seq $G examples/dailydialog/seq2seq.yaml &
+if [ "$SYSTEMS" = all ]; then
+    train mirror 0 examples/dailydialog/mirror.yaml &
+    train cvae 2 examples/dailydialog/cvae.yaml &
+    train hred 3 examples/dailydialog/hred.yaml &
+    train mmi_backward 3 examples/dailydialog/mmi_backward.yaml &
+fi
 # DC's side models (LDA + SIF) take minutes of CPU: fit them during training, with the
-# word vectors of Seq2SeqAttn's first checkpoint (its embeddings move little after that)
+# word vectors of Seq2SeqAttn's first checkpoint (copied: keep_checkpoint deletes it)
 (while [ -z "$(last seq2seq)" ]; do sleep 5; done
+ sleep 5; cp "$(last seq2seq)" "$RUN/dc_vectors.pt"
  python -m onmt_mirror.dc fit --train_src "$DATA/train.src" --train_tgt "$DATA/train.tgt" \
-     --model "$(last seq2seq)" --out "$RUN/dc" --lda_iter 10 >> "$OUT/dc.log" 2>&1
+     --model "$RUN/dc_vectors.pt" --out "$RUN/dc" --lda_iter 10 >> "$OUT/dc.log" 2>&1
  log "dc side models fitted") &
 wait
 
@@ -61,6 +68,13 @@ translate() {  # gpu model output [options...]
 }
 M=$(last mirror); S=$(last seq2seq); C=$(last cvae); H=$(last hred); B=$(last mmi_backward)
 log "checkpoints: $M $S $C $H $B"
+if [ "$SYSTEMS" = dc ]; then
+    translate $G "$S" "$OUT/seq2seq_dcrun.txt" -src "$DATA/test.src"
+    translate $G "$S" "$OUT/dc.txt" -src "$DATA/test.src" -dc_model "$RUN/dc"
+    log "dc decoded"
+    wc -l "$OUT"/*.txt
+    exit 0
+fi
 (translate 0 "$M" "$OUT/mirror.txt" -src "$DATA/test.src" -mirror_z mean
  translate 0 "$M" "$OUT/mirror_zsample.txt" -src "$DATA/test.src" -mirror_z sample -seed 1
  log "mirror decoded") &

@@ -28,9 +28,23 @@ def test_reparameterisation_noise_is_standard_normal():
 
 def test_split_src_recovers_context_and_query():
     src = torch.tensor([[7, 8, QUERY, 9, 10, 11], [12, QUERY, 13, PAD, PAD, PAD]])
-    c, c_len, x, x_len = split_src(src, torch.tensor([6, 3]), QUERY, PAD)
+    c, c_len, x, x_len, host = split_src(src, torch.tensor([6, 3]), QUERY, PAD)
     assert c.tolist() == [[7, 8], [12, PAD]] and c_len.tolist() == [2, 1]
     assert x.tolist() == [[9, 10, 11], [13, PAD, PAD]] and x_len.tolist() == [3, 1]
+    assert host.tolist() == [[2, 1], [3, 1]] and host.device.type == "cpu"
+
+
+def test_logvar_is_softly_bounded():
+    from onmt_mirror.models.mirror import GaussianNet
+
+    net = GaussianNet(4, 8, 3)
+    torch.nn.init.constant_(net.logvar.weight, 50.0)
+    _, logvar = net(torch.ones(2, 4))
+    assert logvar.max().item() <= GaussianNet.LOGVAR_BOUND  # tanh saturates in fp32
+    assert logvar.max().item() > GaussianNet.LOGVAR_BOUND - 1e-3
+    net = GaussianNet(4, 8, 3)
+    raw = net.logvar(net.hidden(torch.ones(2, 4)))
+    torch.testing.assert_close(net(torch.ones(2, 4))[1], raw, rtol=5e-3, atol=1e-4)  # ~x-x^3/300
 
 
 def decoder_nll(model, name, dec_in, gold, z, vecs, memories):

@@ -93,7 +93,6 @@ class MirrorLoss(torch.nn.Module):
         self.low_kl_batches = 0
         self.step_of = None  # callable -> the Trainer's step, for messages
 
-
     @property
     def padding_idx(self):  # the Trainer reads it to count target tokens
         return self._padding_idx
@@ -103,8 +102,12 @@ class MirrorLoss(torch.nn.Module):
         loss = t["kl_weight"] * t["kl"]
         for d, w in self.weights.items():
             loss = loss + w * t["nll_" + d]
-        terms = {k: float(v.detach()) if torch.is_tensor(v) else float(v)
-                 for k, v in t.items()}
+        # device terms fetched in one transfer: one host sync per batch, not one each
+        on_device = [k for k, v in t.items() if torch.is_tensor(v)]
+        terms = {k: float(v) for k, v in t.items() if not torch.is_tensor(v)}
+        if on_device:
+            values = torch.stack([t[k].detach().float().reshape(()) for k in on_device])
+            terms.update(zip(on_device, values.tolist()))
         bad = [k for k, v in terms.items() if not math.isfinite(v)]
         if bad:
             return self.non_finite(terms, bad)

@@ -25,29 +25,43 @@ def lengths_to_mask(lengths, max_len):
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def split_src(src, src_len, query_id, pad_id):
+def split_src(src, src_len, query_id, pad_id, extra_lengths=()):
     """The src field is `c ｟mirror_query｠ x` (see the mirror_triple transform).
 
-    src: (B, L) token ids -> c (B, Lc), c_len (B,), x (B, Lx), x_len (B,).
+    src: (B, L) token ids -> c (B, Lc), c_len (B,), x (B, Lx), x_len (B,), and the host
+    copies of [c_len, x_len, *extra_lengths] as one (k, B) CPU tensor: packing needs
+    lengths on the host, and fetching them all at once is the step's single sync.
     """
     is_query = src == query_id
-    if not bool(is_query.any(1).all()):
-        raise MirrorError("a src line has no query marker: Mirror needs the "
-                          "'mirror_triple' transform on every corpus (and on -src)")
     q_pos = is_query.int().argmax(1)
     c_len = q_pos.clamp(min=1)  # an empty context reads the marker itself
     x_len = (src_len - q_pos - 1).clamp(min=1)
-    c = src[:, : int(c_len.max())]
+    host = torch.stack([is_query.any(1).long(), c_len, x_len, *extra_lengths]).cpu()
+    if not bool(host[0].all()):
+        raise MirrorError("a src line has no query marker: Mirror needs the "
+                          "'mirror_triple' transform on every corpus (and on -src)")
+    c = src[:, : int(host[1].max())]
     c = c.masked_fill(~lengths_to_mask(c_len, c.size(1)), pad_id)
-    lx = int(x_len.max())
+    lx = int(host[2].max())
     idx = (q_pos[:, None] + 1 + torch.arange(lx, device=src.device)[None, :])
     x = src.gather(1, idx.clamp(max=src.size(1) - 1))
     x = x.masked_fill(~lengths_to_mask(x_len, lx), pad_id)
-    return c, c_len, x, x_len
+    return c, c_len, x, x_len, host[1:]
+
+
+def real_positions(lengths, width, device):
+    """Flat indices of the first lengths[b] positions of each row of a (B, width) tensor,
+    built on the host and copied asynchronously (boolean indexing would sync)."""
+    idx = torch.cat([b * width + torch.arange(int(n)) for b, n in enumerate(lengths)])
+    if device.type == "cuda":
+        idx = idx.pin_memory()
+    return idx.to(device, non_blocking=True)
 
 
 def reparameterize(mean, logvar):
-    """z = mean + sigma * eps, eps ~ N(0, I) (the reference drew eps from U[0, 1))."""
+    """z = mean + sigma * eps, eps ~ N(0, I) (the reference drew eps from U[0, 1)).
+    Computed in fp32 also under mixed precision."""
+    mean, logvar = mean.float(), logvar.float()
     return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
 
 
@@ -87,7 +101,15 @@ class RNNEncoder(nn.Module):
 
 class GaussianNet(nn.Module):
     """inputs -> Linear+ReLU -> (mean, log-variance): the prior p(z|c) and the
-    posterior q(z|c,x,y) have this shape (reference code)."""
+    posterior q(z|c,x,y) have this shape (reference code).
+
+    The log-variance is softly bounded to (-LOGVAR_BOUND, LOGVAR_BOUND) by a scaled tanh
+    (identity near 0). While the KL weight is still ~0, nothing holds the posterior's
+    variance and it was seen to grow past e^17 within 30 steps; exp() of that overflows
+    fp16 in mixed precision and turns every decoder's loss into NaN. A standard deviation
+    of e^5 already drowns any mean, so the bound changes no reachable solution."""
+
+    LOGVAR_BOUND = 10.0
 
     def __init__(self, in_size, hidden, z_size):
         super().__init__()
@@ -97,7 +119,8 @@ class GaussianNet(nn.Module):
 
     def forward(self, inputs):
         h = self.hidden(inputs)
-        return self.mean(h), self.logvar(h)
+        bound = self.LOGVAR_BOUND
+        return self.mean(h), bound * torch.tanh(self.logvar(h) / bound)
 
 
 class AttnDecoder(nn.Module):
@@ -175,7 +198,8 @@ class KLAnnealing(nn.Module):
     def forward(self):
         if self.steps <= 0:
             return self.weight
-        return self.weight * min(1.0, float(self.step) / self.steps)
+        # a device tensor: reading the step on the host would stall the GPU each batch
+        return self.weight * (self.step.float() / self.steps).clamp(max=1.0)[0]
 
 
 class MirrorModel(BaseModel):
@@ -232,13 +256,28 @@ class MirrorModel(BaseModel):
             return self.generator
         return getattr(self, "readout_" + decoder)
 
-    def encode_dialogue(self, src, src_len):
-        """Context and query: c, x encoded; returns a dict of what the parts need."""
-        c, c_len, x, x_len = split_src(src, src_len, self.cfg.query_id, self.cfg.pad_id)
-        c_out, c_vec = self.context_encoder(self.embed(c), c_len, *(
-            (c,) if self.cfg.context_encoder == "hierarchical" else ()))  # VHRED: turn ids
-        x_out, x_vec = self.utterance_encoder(self.embed(x), x_len)
-        return {"c": (c, c_len, c_out, c_vec), "x": (x, x_len, x_out, x_vec)}
+    def encode_dialogue(self, src, src_len, y=None, y_len=None):
+        """c through the context encoder; x (and y, when given) through the utterance
+        encoder in ONE call, stacked on the batch axis. Returns {"c"|"x"|"y": (tokens,
+        lengths, outputs (B, L, H), sentence vector (B, H))} and "host": the lengths
+        of c, x (and y) on the host."""
+        extra = (y_len,) if y is not None else ()
+        c, c_len, x, x_len, host = split_src(src, src_len, self.cfg.query_id,
+                                             self.cfg.pad_id, extra)
+        if self.cfg.context_encoder == "hierarchical":  # VHRED: turns split by ids
+            c_out, c_vec = self.context_encoder(self.embed(c), c_len, c)
+        else:
+            c_out, c_vec = self.context_encoder(self.embed(c), host[0])
+        utts = [(x, x_len)] + ([(y, y_len)] if y is not None else [])
+        width = max(u.size(1) for u, _ in utts)
+        stacked = torch.cat([F.pad(u, (0, width - u.size(1)), value=self.cfg.pad_id)
+                             for u, _ in utts])
+        out, vec = self.utterance_encoder(self.embed(stacked), host[1:].reshape(-1))
+        enc = {"c": (c, c_len, c_out, c_vec), "host": dict(zip("cxy", host))}
+        B = src.size(0)
+        for i, (key, (u, n)) in enumerate(zip("xy", utts)):
+            enc[key] = (u, n, out[i * B:(i + 1) * B, : u.size(1)], vec[i * B:(i + 1) * B])
+        return enc
 
     def prior(self, enc):
         vecs = {"c": enc["c"][3], "x": enc["x"][3]}
@@ -253,14 +292,17 @@ class MirrorModel(BaseModel):
         gold = torch.cat([tokens, pad], 1).scatter(1, lengths[:, None], cfg.eos_id)
         return dec_in, gold
 
-    def nll(self, decoder, out, gold):
-        """Summed token NLL (pad ignored) of a decoder's outputs, and its correct count."""
+    def nll(self, decoder, out, gold, keep, with_correct=False):
+        """Summed token NLL of a decoder's outputs (B, T, H) against gold (B, T).
+
+        The output layer runs on real tokens only (`keep`: their flat positions, see
+        real_positions): padding is often a third of a batch, and the (tokens x
+        vocabulary) logits are the largest tensor of the step."""
+        gold = gold.reshape(-1).index_select(0, keep)
+        out = out.reshape(-1, out.size(-1)).index_select(0, keep)
         logits = self.readout(decoder)(out).float()
-        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), gold.reshape(-1),
-                              ignore_index=self.cfg.pad_id, reduction="sum")
-        keep = gold.ne(self.cfg.pad_id)
-        correct = (logits.argmax(-1).eq(gold) & keep).sum()
-        return nll, correct
+        nll = F.cross_entropy(logits, gold, reduction="sum")
+        return nll, (logits.argmax(-1).eq(gold).sum() if with_correct else None)
 
     def run_decoder(self, name, dec_in, z, vecs, memories):
         target, init_from, memory_from = self.DECODERS[name]
@@ -279,13 +321,13 @@ class MirrorModel(BaseModel):
         """
         cfg = self.cfg
         src, tgt = src[:, :, 0], tgt[:, :, 0]
-        enc = self.encode_dialogue(src, src_len)
-        c, c_len, c_out, c_vec = enc["c"]
-        x, x_len, x_out, x_vec = enc["x"]
         # y as the utterance encoder reads it: no <s>, no </s>
         y = tgt[:, 1:].masked_fill(tgt[:, 1:].eq(cfg.eos_id), cfg.pad_id)
         y_len = y.ne(cfg.pad_id).sum(1).clamp(min=1)
-        y_out, y_vec = self.utterance_encoder(self.embed(y), y_len)
+        enc = self.encode_dialogue(src, src_len, y, y_len)
+        c, c_len, c_out, c_vec = enc["c"]
+        x, x_len, x_out, x_vec = enc["x"]
+        y, y_len, y_out, y_vec = enc["y"]
 
         mu_p, logvar_p = self.prior(enc)
         mu_q, logvar_q = self.posterior_net(torch.cat([c_vec, x_vec, y_vec], -1))
@@ -299,22 +341,28 @@ class MirrorModel(BaseModel):
                     "y": (y_out, lengths_to_mask(y_len, y_out.size(1)))}
         x_in, x_gold = self.with_bos_eos(x, x_len)
         y_in, y_gold = tgt[:, :-1], tgt[:, 1:]
+        # gold tokens per row: the utterance and </s>
+        n_gold = {k: enc["host"][k] + 1 for k in "xy"}
+        keep = {k: real_positions(n_gold[k], g.size(1), src.device)
+                for k, g in (("x", x_gold), ("y", y_gold))}
         inputs = {"x": (x_in, x_gold), "y": (y_in, y_gold)}
 
-        terms = {"n_sents": torch.tensor(float(src.size(0)), device=src.device),
-                 "n_y": y_gold.ne(cfg.pad_id).sum().float(),
-                 "n_x": x_gold.ne(cfg.pad_id).sum().float(),
-                 "kl": kl.sum(), "kl_weight": self.kl_annealing()}
+        terms = {"n_sents": float(src.size(0)), "n_y": float(n_gold["y"].sum()),
+                 "n_x": float(n_gold["x"].sum()), "kl": kl.sum(),
+                 "kl_weight": self.kl_annealing()}
         dec1_out = dec1_attn = None
         for name in cfg.decoders:
-            dec_in, gold = inputs[self.DECODERS[name][0]]
+            side = self.DECODERS[name][0]
+            dec_in, gold = inputs[side]
             out, attn = self.run_decoder(name, dec_in, z, vecs, memories)
-            terms["nll_" + name], terms["correct_" + name] = self.nll(name, out, gold)
+            terms["nll_" + name], correct = self.nll(name, out, gold, keep[side],
+                                                     name == "y_cxz")
             if name == "y_cxz":
+                terms["correct_y_cxz"] = correct
                 dec1_out, dec1_attn = out, attn
         if not self.training:  # what decoding sees: z from the prior
             out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories)
-            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold)
+            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold, keep["y"])
         if self.training:
             self.kl_annealing.step += 1
         return dec1_out, {"std": dec1_attn, "mirror": terms}
