@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test results clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# docs/results.md: every system on DailyDialog from prepared data (a 4-GPU host;
+# BUDGET = training seconds per system), then the evaluator over the predictions.
+BUDGET ?= 330
+results: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash results/run_dailydialog.sh data/dailydialog run/results $(BUDGET)
 
 clean:
 	rm -rf $(VENV) run

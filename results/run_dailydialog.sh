@@ -106,3 +106,10 @@ wait
 grep -h "^\[.*Mirror step\|^\[.*Step \|Mirror validation\|Validation perplexity" \
     "$OUT"/*.train.log > "$OUT/curves.log" 2>/dev/null
 wc -l "$OUT"/*.txt
+hyps=()
+for f in mirror mirror_zsample seq2seq cvae hred mmi dc dc_mmi; do
+    [ -s "$OUT/$f.txt" ] && hyps+=(--hyp "$f=$OUT/$f.txt")
+done
+python -m onmt_mirror.evaluate --ref "$DATA/test.tgt" --src "$DATA/test.src" "${hyps[@]}" \
+    --json "$OUT/scores.json" --markdown "$OUT/scores.md" --plot "$OUT/scores.png" \
+    || log "no evaluator here (pip install '.[eval]'); the predictions are in $OUT"
