@@ -1,0 +1,59 @@
+"""python -m onmt_mirror.chat: the chat page, in front of a running onmt_server.
+
+    onmt_server --ip 127.0.0.1 --port 5000 -m examples/server/mirror.conf.json &
+    python -m onmt_mirror.chat --server http://127.0.0.1:5000/translator --port 8000
+    # then open http://127.0.0.1:8000/
+"""
+import argparse
+
+from onmt_mirror.chat.proxy import ChatConfig, make_server
+
+
+def build_parser():
+    d = ChatConfig()
+    p = argparse.ArgumentParser(prog="python -m onmt_mirror.chat", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", default=d.server,
+                   help="onmt_server's URL up to its --url_root (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve the page on")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model_id", type=int, default=d.model_id,
+                   help="config entry for a first response (default %(default)s: z = "
+                   "prior mean in examples/server/mirror.conf.json)")
+    p.add_argument("--another_id", type=int, default=d.another_id,
+                   help='config entry for "another response" (default %(default)s: '
+                   "-mirror_z sample)")
+    p.add_argument("--turns", type=int, default=d.turns,
+                   help="send the last N turns (default %(default)s: context + query; "
+                   "use -mirror_context_turns + 1)")
+    p.add_argument("--sep", default=d.sep, help="turn separator (-mirror_turn_sep)")
+    p.add_argument("--max_turn_chars", type=int, default=d.max_turn_chars)
+    p.add_argument("--no_tokenize", dest="tokenize", action="store_false",
+                   help='send turns as typed (default: "tea?" -> "tea ?")')
+    p.add_argument("--timeout", type=float, default=d.timeout,
+                   help="seconds to wait for onmt_server")
+    p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.turns < 1:
+        raise SystemExit("--turns must be >= 1")
+    cfg = ChatConfig(server=args.server, model_id=args.model_id,
+                     another_id=args.another_id, turns=args.turns, sep=args.sep,
+                     max_turn_chars=args.max_turn_chars, tokenize=args.tokenize,
+                     timeout=args.timeout)
+    server = make_server(cfg, args.host, args.port, verbose=not args.quiet)
+    print("Mirror chat on http://%s:%d/ -> %s" % (args.host, server.server_port,
+                                                  cfg.server), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

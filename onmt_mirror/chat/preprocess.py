@@ -1,0 +1,67 @@
+"""A preprocess function for the stock `onmt_server`: dialogue history -> Mirror's src.
+
+OpenNMT-py 3.5.1's REST server applies no `-transforms` to a request: it feeds the request
+text straight to the model. Its JSON config does take `"preprocess"`: a list of functions
+`f(sequence, server_model) -> sequence` run on every request before tokenisation. This one
+does for a request what the `mirror_triple` transform does for a `-src` line (it calls the
+transform), so that `src` can be the dialogue history, turns joined by ` __eou__ `:
+
+    "preprocess": ["onmt_mirror.chat.preprocess.mirror_history"]
+
+Optional `"custom_opt"` keys in the model's config entry:
+- `mirror_opening` (str): a history of one turn (the user's first turn, nothing before it)
+  gets this turn prepended as its context, e.g. "hello ." (DailyDialog's usual first
+  turn). Without it, a one-turn history is an error, as it is for onmt_translate.
+- `mirror_max_request_tokens` (int, default 1000): longer requests are refused
+  (the transform would truncate c and x anyway; this bounds the work per request).
+- `mirror_lowercase` (bool, default false): lowercase the history (for models trained on
+  `python -m onmt_mirror.prepare --lowercase` data).
+
+Bad requests raise the server's ServerModelError: the stock server answers HTTP 200 with
+`{"status": "error", "error": "<message>"}` (and unloads the model; the next request loads
+it again).
+"""
+from onmt.translate.translation_server import ServerModelError
+
+from onmt_mirror.errors import MirrorError
+from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform, split_turns
+
+DEFAULT_MAX_REQUEST_TOKENS = 1000
+
+
+def history_to_source(text, opt, custom_opt=None):
+    """One request's history -> `c ｟mirror_query｠ x`; ServerModelError when unusable."""
+    custom_opt = custom_opt or {}
+    sep = opt.mirror_turn_sep
+    if custom_opt.get("mirror_lowercase"):
+        text = text.lower()
+    tokens = text.split()
+    limit = int(custom_opt.get("mirror_max_request_tokens", DEFAULT_MAX_REQUEST_TOKENS))
+    if not tokens:
+        raise ServerModelError("empty history: send the dialogue turns joined by %r" % sep)
+    if len(tokens) > limit:
+        raise ServerModelError("history too long: %d tokens (at most %d)"
+                               % (len(tokens), limit))
+    turns = split_turns(tokens, sep)
+    if any(not turn for turn in turns):
+        raise ServerModelError("empty turn in the history (turns are joined by %r)" % sep)
+    if len(turns) == 1:
+        opening = custom_opt.get("mirror_opening")
+        if not opening:
+            raise ServerModelError(
+                "one turn only: Mirror needs a context turn and a query joined by %r "
+                "(or set custom_opt.mirror_opening in the server config)" % sep)
+        tokens = opening.split() + [sep] + tokens
+    try:
+        example = MirrorTripleTransform(opt).apply({"src": tokens, "tgt": None})
+    except MirrorError as exc:  # defensive: the checks above cover the transform's
+        raise ServerModelError(str(exc)) from None
+    return " ".join(example["src"])
+
+
+def mirror_history(sequence, server_model):
+    """The `"preprocess"` hook: rewrite each segment of one request."""
+    sequence = dict(sequence)
+    sequence["seg"] = [history_to_source(seg, server_model.opt, server_model.custom_opt)
+                       for seg in sequence["seg"]]
+    return sequence
