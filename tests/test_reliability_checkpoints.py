@@ -11,7 +11,7 @@ from onmt.models.model_saver import ModelSaver
 
 from onmt_mirror.checkpoint_io import TorchCheckpointIO, atomic_save, safe_load
 from onmt_mirror.errors import MirrorError
-from reliability_util import cli, error_line, mirror_config, write_corpus
+from cli_util import cli, error_line, mirror_config, write_corpus
 
 E = "onmt_mirror: error: "
 

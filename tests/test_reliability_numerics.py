@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from reliability_util import cli, error_line, mirror_config, write_corpus
+from cli_util import cli, error_line, mirror_config, write_corpus
 
 E = "onmt_mirror: error: "
 

@@ -15,7 +15,7 @@ import sys
 import onmt
 import torch
 
-from reliability_util import cli, step_lines, stock_config
+from cli_util import cli, step_lines, stock_config
 
 SITE = pathlib.Path(onmt.__file__).resolve().parents[1]
 SERVER = "onmt.tests.test_translation_server."

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from reliability_util import BIN, TESTS, cli, mirror_config, step_lines, write_corpus
+from cli_util import BIN, TESTS, cli, mirror_config, step_lines, write_corpus
 
 STEPS, CKPT = 20, 10
 

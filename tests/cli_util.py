@@ -1,4 +1,4 @@
-"""Helpers for the reliability tests: run the stock CLIs, tiny corpora and configs."""
+"""Helpers for tests that drive the stock CLIs: run them, tiny corpora and configs."""
 import os
 import subprocess
 import sys
