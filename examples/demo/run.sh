@@ -15,4 +15,4 @@ onmt_translate -model "$CKPT" -src examples/demo/data/test.src -output run/demo/
 echo
 echo "== first responses (context __eou__ query  =>  z = prior mean | z sampled)"
 paste -d '\t' examples/demo/data/test.src run/demo/pred.txt run/demo/pred_sample.txt \
-    | head -n 8 | awk -F '\t' '{printf "%s\n    => %s | %s\n", $1, $2, $3}'
+    | awk -F '\t' 'NR <= 8 {printf "%s\n    => %s | %s\n", $1, $2, $3}'
