@@ -13,6 +13,10 @@ Systems: seq2seq_inputfeed (stock default), seq2seq_cudnn (-input_feed 0), mirro
 tokens / time / the card's dense fp16/bf16 peak (measured here with a large matmul).
 
     python bench/bench_train.py --data data/dailydialog --out OUTDIR [--batches 128 512]
+
+DATA holds the prepared windows (`python -m onmt_mirror.prepare dailydialog`) and vocab.txt,
+the shared vocabulary counts of `onmt_build_vocab -config examples/dailydialog/mirror.yaml
+-n_sample -1` (run/dailydialog/vocab.txt, copied there); the 20k cut happens at load.
 """
 import argparse
 import json
