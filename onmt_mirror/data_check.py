@@ -24,14 +24,10 @@ def _lines(path, label):
 
 
 def _turn_problem(line, sep):
-    from onmt_mirror.transforms.mirror_triple import split_turns
+    from onmt_mirror.transforms.mirror_triple import split_turns, turn_problem
 
-    turns = split_turns(line.strip().split(" "), sep)
-    if len(turns) < 2:
-        return "only one turn, so no context and query: turns are separated by %r" % sep
-    if any(not t for t in turns):
-        return "empty turn (turns are separated by %r)" % sep
-    return None
+    problem = turn_problem(split_turns(line.strip().split(" "), sep), sep)
+    return problem[1] if problem else None
 
 
 def check_pair(label, src, tgt, opts):

@@ -36,6 +36,17 @@ def split_turns(tokens, sep):
     return turns
 
 
+def turn_problem(turns, sep):
+    """Why a split history cannot be a triple, as (count key, message), or None. Shared by
+    the transform and the up-front corpus check so both name a bad line the same way."""
+    if len(turns) < 2:
+        return "one_turn", ("only one turn, so no context and query: turns are separated "
+                            "by %r" % sep)
+    if any(not t for t in turns):
+        return "empty_turn", "empty turn (turns are separated by %r)" % sep
+    return None
+
+
 class MirrorTripleTransform(Transform):
     """Dialogue history -> c ｟mirror_query｠ x; the response is truncated as y."""
 
@@ -72,12 +83,9 @@ class MirrorTripleTransform(Transform):
 
     def apply(self, example, is_train=False, stats=None, **kwargs):
         turns = split_turns(example["src"], self.sep)
-        if len(turns) < 2:
-            return self._bad("one_turn", example, "only one turn, so no context and "
-                             "query: turns are separated by %r" % self.sep)
-        if any(not t for t in turns):
-            return self._bad("empty_turn", example, "empty turn (turns are separated "
-                             "by %r)" % self.sep)
+        problem = turn_problem(turns, self.sep)
+        if problem:
+            return self._bad(problem[0], example, problem[1])
         context = []
         for turn in turns[-1 - self.context_turns:-1]:
             context += ([TURN_TOKEN] if context else []) + turn
