@@ -164,14 +164,44 @@ def decode_speed(system, data, trainer, model, opt, vocabs, optim, it, train_ste
             "decode_after_steps": optim.training_step}
 
 
+def profile(trainer, batches, out, name):
+    """Where a training step's time goes: the profiler's table of GPU kernels and CPU
+    ops over `batches`, and how busy the GPU was (kernel time / wall time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    stats = [onmt.utils.Statistics(), onmt.utils.Statistics()]
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for b in batches:
+            trainer._gradient_accumulation([b], len(b["tgt"]), *stats)
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t
+    events = prof.key_averages()
+    kernels = sum(e.time_range.elapsed_us() for e in prof.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+    table = "\n".join(events.table(sort_by=key, row_limit=30, max_name_column_width=70)
+                      for key in ("self_device_time_total", "count"))
+    text = "%s: %d steps, wall %.3f s (with the profiler on), GPU busy %.3f s (%.0f%%)\n%s" % (
+        name, len(batches), wall, kernels, 100 * kernels / wall, table)
+    with open(os.path.join(out, "profile_%s.txt" % name), "w") as f:
+        f.write(text)
+    print(text[:6000], flush=True)
+
+
 def bench(system, data, batch_size, precision, steps, warmup, gpu, decode_steps=0,
-          out=None):
+          out=None, profile_steps=0, fused_adam=False):
     opt = options(system, data, batch_size, precision, gpu)
     device_id = 0 if gpu else -1
     torch.manual_seed(1)
     checkpoint, vocabs, transforms_cls = _init_train(opt)
     model = build_model(opt, opt, vocabs, checkpoint, device_id)
     optim = Optimizer.from_opt(model, opt, checkpoint=None)
+    if fused_adam:
+        optim._optimizer = torch.optim.Adam(
+            [p for p in model.parameters() if p.requires_grad], lr=opt.learning_rate,
+            betas=(opt.adam_beta1, opt.adam_beta2), eps=1e-8, fused=True)
     trainer = build_trainer(opt, device_id, model, vocabs, optim)
     it = build_dynamic_dataset_iter(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN,
                                     device_id=device_id)
@@ -201,6 +231,8 @@ def bench(system, data, batch_size, precision, steps, warmup, gpu, decode_steps=
            "flops_per_example": flops / n_ex, "achieved_tflops": flops / elapsed / 1e12,
            "peak_mem_gib": (torch.cuda.max_memory_allocated() / 2 ** 30) if gpu else 0.0,
            "steps": len(timed)}
+    if profile_steps and gpu:
+        profile(trainer, timed[:profile_steps], out, "%s_%d" % (system, batch_size))
     if decode_steps:
         row.update(decode_speed(system, data, trainer, model, opt, vocabs, optim, it,
                                 decode_steps, out, gpu))
@@ -219,6 +251,11 @@ def main():
     p.add_argument("--decode-steps", type=int, default=0,
                    help="at the first batch size, train seq2seq_inputfeed and mirror this "
                    "many more batches, then time beam-10 decoding of test.src")
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="after timing, profile this many steps of each system (GPU only; "
+                   "tables in OUT/profile_SYSTEM_BATCH.txt)")
+    p.add_argument("--fused-adam", action="store_true",
+                   help="every system's Adam as torch's fused kernel (stock: foreach)")
     args = p.parse_args()
     gpu = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if gpu else "cpu"
@@ -231,7 +268,7 @@ def main():
                 decode = args.decode_steps if (batch == args.batches[0] and system in (
                     "seq2seq_inputfeed", "mirror")) else 0
                 row = bench(system, args.data, batch, precision, args.steps, args.warmup,
-                            gpu, decode, args.out)
+                            gpu, decode, args.out, args.profile_steps, args.fused_adam)
                 row["mfu"] = row["achieved_tflops"] * 1e12 / peak
                 rows.append(row)
                 print(json.dumps(row), flush=True)

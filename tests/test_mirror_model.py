@@ -217,3 +217,28 @@ def test_decoding_interface_steps_like_teacher_forcing(input_feed):
         model.decoder.init_state(src, enc_out, final)
         whole, _ = model.decoder(tgt[:, :-1], enc_out, src_len=mem_len)
     torch.testing.assert_close(stepwise, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_pack_plan_matches_pytorch_packing():
+    """One gather / scatter packs exactly as pack_padded_sequence (the order cuDNN
+    reads), and an LSTM over it gives the padded LSTM's outputs at real positions."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from onmt_mirror.models.mirror import PackPlan
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([3, 5, 1, 5, 2])
+    padded = torch.randn(5, 6, 4)
+    plan = PackPlan(lengths, 6, padded.device)
+    ref = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
+    ours = plan.pack(padded)
+    assert ours.batch_sizes.tolist() == ref.batch_sizes.tolist() == [5, 4, 3, 2, 2]
+    torch.testing.assert_close(ours.data, ref.data, rtol=0, atol=0)
+    real = torch.arange(6)[None, :] < lengths[:, None]
+    torch.testing.assert_close(plan.unpack(ours.data), padded * real[..., None])
+    lstm = torch.nn.LSTM(4, 3, 2, batch_first=True)
+    h0 = (torch.randn(2, 5, 3), torch.randn(2, 5, 3))
+    packed_out, (hn, _) = lstm(ours, h0)
+    full, _ = lstm(padded, h0)
+    torch.testing.assert_close(plan.unpack(packed_out.data)[real], full[real])
+    torch.testing.assert_close(hn[-1], full[torch.arange(5), lengths - 1])

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from onmt.models.model import BaseModel
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from onmt_mirror.errors import MirrorError
 
@@ -49,13 +49,48 @@ def split_src(src, src_len, query_id, pad_id, extra_lengths=()):
     return c, c_len, x, x_len, host[1:]
 
 
-def real_positions(lengths, width, device):
-    """Flat indices of the first lengths[b] positions of each row of a (B, width) tensor,
-    built on the host and copied asynchronously (boolean indexing would sync)."""
-    idx = torch.cat([b * width + torch.arange(int(n)) for b, n in enumerate(lengths)])
-    if device.type == "cuda":
-        idx = idx.pin_memory()
-    return idx.to(device, non_blocking=True)
+class PackPlan:
+    """How rows of lengths `lengths` (host) sit in a (B, T) batch, as cuDNN reads them.
+
+    PyTorch's pack_padded_sequence / pad_packed_sequence copy one time step at a time
+    (forward and backward): with seven LSTMs a Mirror step issued ~2,000 small copies and
+    was bound by the CPU. Here one index built on the host, copied asynchronously, packs
+    with one gather and unpacks with one scatter. `index` holds the flat (b * T + t)
+    positions of the real tokens in packed (time-major, longest-first) order; the same
+    order serves the output layers and their gold tokens, so padding never reaches them.
+    """
+
+    def __init__(self, lengths, width, device):
+        lengths = lengths.cpu().long()
+        order = torch.argsort(lengths, descending=True, stable=True)
+        steps = torch.arange(int(lengths.max()))
+        real = steps[:, None] < lengths[order][None, :]  # (T_max, B), time-major
+        self.batch_sizes = real.sum(1)
+        index = (order[None, :] * width + steps[:, None])[real]
+        B = lengths.numel()
+        host = torch.cat([index, order, torch.argsort(order)])
+        if device.type == "cuda":
+            host = host.pin_memory()
+        host = host.to(device, non_blocking=True)
+        self.index, self.sorted_indices, self.unsorted_indices = host.split(
+            [index.numel(), B, B])
+        self.shape = (B, width)
+
+    def pack(self, padded):
+        """(B, T, D) -> PackedSequence for nn.LSTM (which also reorders its (h0, c0))."""
+        data = padded.reshape(-1, padded.size(-1)).index_select(0, self.index)
+        return PackedSequence(data, self.batch_sizes, self.sorted_indices,
+                              self.unsorted_indices)
+
+    def unpack(self, data):
+        """Packed (N, D) -> (B, T, D), zeros at padding."""
+        B, T = self.shape
+        out = data.new_zeros(B * T, data.size(-1)).index_copy(0, self.index, data)
+        return out.view(B, T, -1)
+
+    def select(self, padded):
+        """(B, T, ...) -> (N, ...) at the real positions, in packed order."""
+        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.index)
 
 
 def reparameterize(mean, logvar):
@@ -88,10 +123,9 @@ class RNNEncoder(nn.Module):
 
     def forward(self, emb, lengths):
         # emb: (B, L, E), lengths: (B,) -> out (B, L, H), vec (B, H)
-        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        out, (h, c) = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=emb.size(1))
+        plan = PackPlan(lengths, emb.size(1), emb.device)
+        packed, (h, c) = self.lstm(plan.pack(emb))
+        out = plan.unpack(packed.data)
         B = emb.size(0)
         # (layers*dirs, B, H/dirs) -> (B, layers*H): directions of a layer side by side
         h = h.view(-1, self.dirs, B, h.size(-1)).permute(2, 0, 1, 3).reshape(B, -1)
@@ -154,24 +188,43 @@ class AttnDecoder(nn.Module):
         return (hc[:, 0].transpose(0, 1).contiguous(),
                 hc[:, 1].transpose(0, 1).contiguous())
 
-    def attend(self, h, memory, mask):
-        # h: (B, T, H), memory: (B, S, H), mask: (B, S) -> out (B, T, H), attn (B, T, S)
-        q = self.attn_in(h) if self.attn_in is not None else h
+    def attend(self, h, memory, mask, plan=None, q=None):
+        """h: (B, T, H), memory: (B, S, H), mask: (B, S) -> out, attn (B, T, S).
+
+        out is (B, T, H), or (N, H) on the real tokens in the order of `plan` (PackPlan)
+        so that the output projection skips padding. q, when given, is attn_in(h)."""
+        if q is None:
+            q = self.attn_in(h) if self.attn_in is not None else h
         scores = torch.bmm(q, memory.transpose(1, 2))
         scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
         attn = torch.softmax(scores, -1)
         ctx = torch.bmm(attn.to(memory.dtype), memory)
+        if plan is not None:
+            ctx, h = plan.select(ctx), plan.select(h)
         return torch.tanh(self.attn_out(torch.cat([ctx, h], -1))), attn
 
-    def forward(self, emb, z, state, memory, mask, feed=None):
-        """emb: (B, T, E), z: (B, Z), state: (h, c) -> out (B, T, H), attn, state, feed."""
+    def forward(self, emb, z, state, memory, mask, feed=None, plan=None):
+        """emb: (B, T, E), z: (B, Z), state: (h, c) -> out, attn (B, T, S), state, feed.
+
+        Teacher forcing passes the PackPlan of the target lengths: without input feeding
+        the LSTM then runs packed, so the recurrence, its input projection, attn_in and
+        the output projection cost real tokens only (a third of y's padded positions in
+        a batch of 512 are real), and out is (N, H) in the plan's order. Beam search
+        passes none and gets (B, T, H)."""
         T = emb.size(1)
         zs = z[:, None, :].expand(-1, T, -1).to(emb.dtype)
         if not self.input_feed:
-            h, state = self.lstm(torch.cat([emb, zs], -1), state)
-            out, attn = self.attend(h, memory, mask)
-            out = self.dropout(out)
-            return out, attn, state, None
+            inp = torch.cat([emb, zs], -1)
+            if plan is None:
+                h, state = self.lstm(inp, state)
+                out, attn = self.attend(h, memory, mask)
+            else:
+                packed, state = self.lstm(plan.pack(inp), state)
+                h = packed.data  # (N, H)
+                q = self.attn_in(h) if self.attn_in is not None else h
+                out, attn = self.attend(plan.unpack(h), memory, mask, plan,
+                                        plan.unpack(q))
+            return self.dropout(out), attn, state, None
         if feed is None:
             feed = emb.new_zeros(emb.size(0), self.hidden)
         outs, attns = [], []
@@ -182,7 +235,8 @@ class AttnDecoder(nn.Module):
             feed = self.dropout(out[:, 0])
             outs.append(feed)
             attns.append(attn)
-        return torch.stack(outs, 1), torch.cat(attns, 1), state, feed
+        out = torch.stack(outs, 1)
+        return (out if plan is None else plan.select(out)), torch.cat(attns, 1), state, feed
 
 
 class KLAnnealing(nn.Module):
@@ -292,32 +346,32 @@ class MirrorModel(BaseModel):
         gold = torch.cat([tokens, pad], 1).scatter(1, lengths[:, None], cfg.eos_id)
         return dec_in, gold
 
-    def nll(self, decoder, out, gold, keep, with_correct=False):
-        """Summed token NLL of a decoder's outputs (B, T, H) against gold (B, T).
-
-        The output layer runs on real tokens only (`keep`: their flat positions, see
-        real_positions): padding is often a third of a batch, and the (tokens x
-        vocabulary) logits are the largest tensor of the step."""
-        gold = gold.reshape(-1).index_select(0, keep)
-        out = out.reshape(-1, out.size(-1)).index_select(0, keep)
+    def nll(self, decoder, out, gold, plan, with_correct=False):
+        """Summed token NLL of a decoder's outputs on the real tokens (N, H), in the
+        order of `plan`, against the gold (B, T): padding is often most of a batch, and
+        the (tokens x vocabulary) logits are the step's largest tensor."""
+        gold = plan.select(gold)
         logits = self.readout(decoder)(out).float()
         nll = F.cross_entropy(logits, gold, reduction="sum")
         return nll, (logits.argmax(-1).eq(gold).sum() if with_correct else None)
 
-    def run_decoder(self, name, dec_in, z, vecs, memories):
+    def run_decoder(self, name, dec_in, z, vecs, memories, plan=None):
+        """Outputs (B, T, H), or (N, H) on the real tokens when teacher forcing passes
+        the PackPlan of dec_in's lengths."""
         target, init_from, memory_from = self.DECODERS[name]
         dec = getattr(self, "dec_" + name)
         state = dec.init_state(torch.cat([vecs[k] for k in init_from], -1))
         memory, mask = memories[memory_from]
-        out, attn, _, _ = dec(self.embed(dec_in, name), z, state, memory, mask)
+        out, attn, _, _ = dec(self.embed(dec_in, name), z, state, memory, mask, plan=plan)
         return out, attn
 
     # -- training / validation -----------------------------------------------------
     def forward(self, src, tgt, src_len, bptt=False, with_align=False):
         """src: (B, Ls, 1) = c ｟mirror_query｠ x; tgt: (B, Lt, 1) = <s> y </s>.
 
-        Returns Dec1's outputs (B, Lt-1, H) and attns with "std" (Dec1's attention) and
-        "mirror": the summed terms of Eq. 6 that MirrorLoss assembles.
+        Returns Dec1's outputs on the real target tokens (N, H) and attns with "std"
+        (Dec1's attention) and "mirror": the summed terms of Eq. 6 that MirrorLoss
+        assembles.
         """
         cfg = self.cfg
         src, tgt = src[:, :, 0], tgt[:, :, 0]
@@ -343,8 +397,8 @@ class MirrorModel(BaseModel):
         y_in, y_gold = tgt[:, :-1], tgt[:, 1:]
         # gold tokens per row: the utterance and </s>
         n_gold = {k: enc["host"][k] + 1 for k in "xy"}
-        keep = {k: real_positions(n_gold[k], g.size(1), src.device)
-                for k, g in (("x", x_gold), ("y", y_gold))}
+        plans = {k: PackPlan(n_gold[k], g.size(1), src.device)
+                 for k, g in (("x", x_gold), ("y", y_gold))}
         inputs = {"x": (x_in, x_gold), "y": (y_in, y_gold)}
 
         terms = {"n_sents": float(src.size(0)), "n_y": float(n_gold["y"].sum()),
@@ -354,15 +408,15 @@ class MirrorModel(BaseModel):
         for name in cfg.decoders:
             side = self.DECODERS[name][0]
             dec_in, gold = inputs[side]
-            out, attn = self.run_decoder(name, dec_in, z, vecs, memories)
-            terms["nll_" + name], correct = self.nll(name, out, gold, keep[side],
+            out, attn = self.run_decoder(name, dec_in, z, vecs, memories, plans[side])
+            terms["nll_" + name], correct = self.nll(name, out, gold, plans[side],
                                                      name == "y_cxz")
             if name == "y_cxz":
                 terms["correct_y_cxz"] = correct
                 dec1_out, dec1_attn = out, attn
         if not self.training:  # what decoding sees: z from the prior
-            out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories)
-            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold, keep["y"])
+            out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories, plans["y"])
+            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold, plans["y"])
         if self.training:
             self.kl_annealing.step += 1
         return dec1_out, {"std": dec1_attn, "mirror": terms}
