@@ -256,7 +256,14 @@ def main():
                    "tables in OUT/profile_SYSTEM_BATCH.txt)")
     p.add_argument("--fused-adam", action="store_true",
                    help="every system's Adam as torch's fused kernel (stock: foreach)")
+    p.add_argument("--stock-sort", action="store_true",
+                   help="batch with OpenNMT-py's own (src, tgt) length sort instead of the "
+                   "plugin's triple sort (registration 1c), to see what that buys")
     args = p.parse_args()
+    if args.stock_sort:
+        import onmt.inputters.dynamic_iterator as dyn
+
+        dyn.text_sort_key = dyn.text_sort_key.keywords["stock_key"]
     gpu = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if gpu else "cpu"
     peak = matmul_peak() if gpu else float("nan")

@@ -5,6 +5,7 @@ OpenNMT-py has registries for transforms only; everything else below replaces a 
 attribute that the stock code looks up at call time. Each entry says why.
 """
 import argparse
+import functools
 import sys
 
 import onmt
@@ -22,6 +23,7 @@ if onmt.__version__ != ONMT_VERSION:
                       % (ONMT_VERSION, onmt.__version__, ONMT_VERSION))
 
 import torch  # noqa: E402
+import onmt.inputters.dynamic_iterator  # noqa: E402
 import onmt.model_builder  # noqa: E402
 import onmt.trainer  # noqa: E402
 import onmt.utils  # noqa: E402
@@ -33,7 +35,10 @@ from onmt_mirror.losses.mirror_loss import MirrorLoss, MirrorStatistics  # noqa:
 from onmt_mirror.models.hred import HRED_ENCODER, HREDEncoder  # noqa: E402
 from onmt_mirror.models.mirror import MirrorModel  # noqa: E402
 from onmt_mirror.opts import MIRROR_ENCODER, QUERY_TOKEN, MirrorConfig  # noqa: E402
-from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform  # noqa: E402
+from onmt_mirror.transforms.mirror_triple import (  # noqa: E402
+    MirrorTripleTransform,
+    triple_sort_key,
+)
 
 # 1. Transform registry (public API): also how Mirror's options reach all three parsers.
 if "mirror_triple" not in onmt.transforms.AVAILABLE_TRANSFORMS:
@@ -47,6 +52,14 @@ if "mirror_backward" not in onmt.transforms.AVAILABLE_TRANSFORMS:  # MMI's p(x|y
 #     the stock builder pairs it with the stock RNN decoder (see build_hred below).
 if HRED_ENCODER not in onmt.encoders.str2enc:
     onmt.encoders.register_encoder(HRED_ENCODER)(HREDEncoder)
+
+# 1c. Batching: DynamicDatasetIter sorts each bucket with the module-global
+#     text_sort_key (no option selects another), read when the iterator is built, in
+#     the data workers too. Triples (src with ｟mirror_query｠) sort by all three lengths;
+#     any other line keeps the stock key, so stock models batch as before.
+_stock_text_sort_key = onmt.inputters.dynamic_iterator.text_sort_key
+onmt.inputters.dynamic_iterator.text_sort_key = functools.partial(
+    triple_sort_key, stock_key=_stock_text_sort_key)
 
 # 2. Checkpoints: torch>=2.6 loads with weights_only=True, and OpenNMT-py checkpoints hold
 #    the options as an argparse.Namespace. Allow that one class; safe loading stays on.

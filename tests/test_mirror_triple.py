@@ -121,3 +121,39 @@ def test_check_skip_mode_counts_instead_of_failing(tmp_path, caplog):
 def test_check_missing_file(tmp_path):
     with pytest.raises(MirrorError, match="file not found: .*nope.src"):
         check_corpora(corpus_opts(str(tmp_path / "nope.src"), None))
+
+
+def _numericalized(c, x, y):
+    src = " ".join(["w"] * c + [Q] + ["w"] * x)
+    return {"src": {"src": src, "src_ids": [0] * (c + 1 + x)},
+            "tgt": {"tgt": " ".join(["w"] * y), "tgt_ids": [0] * (y + 2)}}
+
+
+def test_triple_sort_key_keeps_every_field_short_together():
+    """The iterator sorts buckets with this key (registration 1c): batches cut from the
+    sorted bucket have a far shorter longest y than with the stock (src, tgt) key, and
+    lines without the query marker keep the stock key."""
+    import random
+
+    import onmt
+    import onmt.inputters.dynamic_iterator as dyn
+    from onmt.inputters.text_utils import text_sort_key
+
+    from onmt_mirror.transforms.mirror_triple import triple_sort_key
+
+    assert dyn.text_sort_key.func is triple_sort_key and onmt  # the patched global
+    assert dyn.text_sort_key(_numericalized(3, 5, 9)) == (2, 2, 5)
+    plain = {"src": {"src": "a b c", "src_ids": [0, 0, 0]},
+             "tgt": {"tgt": "d", "tgt_ids": [0, 0, 0]}}
+    assert dyn.text_sort_key(plain) == text_sort_key(plain) == (3, 3)
+    rng = random.Random(0)
+    bucket = [_numericalized(rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 40))
+              for _ in range(4096)]
+
+    def mean_longest_y(key):
+        ordered = sorted(bucket, key=key)
+        batches = [ordered[i:i + 256] for i in range(0, len(ordered), 256)]
+        return sum(max(len(e["tgt"]["tgt_ids"]) for e in b) for b in batches) / len(batches)
+
+    stock, ours = mean_longest_y(text_sort_key), mean_longest_y(dyn.text_sort_key)
+    assert stock > 40 and ours < 0.8 * stock, (stock, ours)

