@@ -46,7 +46,7 @@ SYSTEMS = {
 }
 
 
-def options(system, data, batch, precision, gpu):
+def options(system, data, batch, precision, gpu, bucket_size=32768):
     yaml_path = os.path.join(data, "bench_%s.yaml" % system)
     with open(yaml_path, "w") as f:
         f.write("data:\n  train:\n    path_src: %s/train.src\n    path_tgt: %s/train.tgt\n"
@@ -59,7 +59,7 @@ def options(system, data, batch, precision, gpu):
             "-batch_type", "sents", "-batch_size", str(batch), "-optim", "adam",
             "-learning_rate", "0.001", "-max_grad_norm", "2", "-dropout", "0.3",
             "-param_init", "0.08", "-normalization", "sents", "-num_workers", "0",
-            "-bucket_size", "8192", "-seed", "1", "-report_every", "100000",
+            "-bucket_size", str(bucket_size), "-seed", "1", "-report_every", "100000",
             "-model_dtype", precision, "-world_size", "1"] + SYSTEMS[system]
     if gpu:
         args += ["-gpu_ranks", "0"]
@@ -182,7 +182,8 @@ def profile(trainer, batches, out, name):
     kernels = sum(e.time_range.elapsed_us() for e in prof.events()
                   if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
     table = "\n".join(events.table(sort_by=key, row_limit=30, max_name_column_width=70)
-                      for key in ("self_device_time_total", "count"))
+                      for key in ("self_device_time_total", "count",
+                                  "self_cpu_time_total"))
     text = "%s: %d steps, wall %.3f s (with the profiler on), GPU busy %.3f s (%.0f%%)\n%s" % (
         name, len(batches), wall, kernels, 100 * kernels / wall, table)
     with open(os.path.join(out, "profile_%s.txt" % name), "w") as f:
@@ -191,8 +192,8 @@ def profile(trainer, batches, out, name):
 
 
 def bench(system, data, batch_size, precision, steps, warmup, gpu, decode_steps=0,
-          out=None, profile_steps=0, fused_adam=False):
-    opt = options(system, data, batch_size, precision, gpu)
+          out=None, profile_steps=0, fused_adam=False, bucket_size=32768):
+    opt = options(system, data, batch_size, precision, gpu, bucket_size)
     device_id = 0 if gpu else -1
     torch.manual_seed(1)
     checkpoint, vocabs, transforms_cls = _init_train(opt)
@@ -256,6 +257,8 @@ def main():
                    "tables in OUT/profile_SYSTEM_BATCH.txt)")
     p.add_argument("--fused-adam", action="store_true",
                    help="every system's Adam as torch's fused kernel (stock: foreach)")
+    p.add_argument("--bucket-size", type=int, default=32768,
+                   help="examples sorted together before batching (the recipes' value)")
     p.add_argument("--stock-sort", action="store_true",
                    help="batch with OpenNMT-py's own (src, tgt) length sort instead of the "
                    "plugin's triple sort (registration 1c), to see what that buys")
@@ -275,7 +278,8 @@ def main():
                 decode = args.decode_steps if (batch == args.batches[0] and system in (
                     "seq2seq_inputfeed", "mirror")) else 0
                 row = bench(system, args.data, batch, precision, args.steps, args.warmup,
-                            gpu, decode, args.out, args.profile_steps, args.fused_adam)
+                            gpu, decode, args.out, args.profile_steps, args.fused_adam,
+                            args.bucket_size)
                 row["mfu"] = row["achieved_tflops"] * 1e12 / peak
                 rows.append(row)
                 print(json.dumps(row), flush=True)
