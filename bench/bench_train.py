@@ -191,18 +191,15 @@ def profile(trainer, batches, out, name):
     print(text[:6000], flush=True)
 
 
-def bench(system, data, batch_size, precision, steps, warmup, gpu, decode_steps=0,
-          out=None, profile_steps=0, fused_adam=False, bucket_size=32768):
+def setup(system, data, batch_size, precision, steps, warmup, gpu, bucket_size):
+    """Model, optimizer and Trainer built as onmt_train builds them, the batches on the
+    device, and `warmup` steps already run."""
     opt = options(system, data, batch_size, precision, gpu, bucket_size)
     device_id = 0 if gpu else -1
     torch.manual_seed(1)
     checkpoint, vocabs, transforms_cls = _init_train(opt)
     model = build_model(opt, opt, vocabs, checkpoint, device_id)
     optim = Optimizer.from_opt(model, opt, checkpoint=None)
-    if fused_adam:
-        optim._optimizer = torch.optim.Adam(
-            [p for p in model.parameters() if p.requires_grad], lr=opt.learning_rate,
-            betas=(opt.adam_beta1, opt.adam_beta2), eps=1e-8, fused=True)
     trainer = build_trainer(opt, device_id, model, vocabs, optim)
     it = build_dynamic_dataset_iter(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN,
                                     device_id=device_id)
@@ -211,33 +208,68 @@ def bench(system, data, batch_size, precision, steps, warmup, gpu, decode_steps=
         batches.append(batch)
         if len(batches) == steps + warmup:
             break
-    query_id = vocabs["src"]["｟mirror_query｠"]
-    stats = [onmt.utils.Statistics(), onmt.utils.Statistics()]
+    state = dict(system=system, opt=opt, vocabs=vocabs, model=model, optim=optim,
+                 trainer=trainer, it=it, timed=batches[warmup:], elapsed=[],
+                 query_id=vocabs["src"]["｟mirror_query｠"])
     for b in batches[:warmup]:
-        trainer._gradient_accumulation([b], len(b["tgt"]), *stats)
+        train_step(state, b)
+    return state
+
+
+def train_step(state, batch):
+    state["trainer"]._gradient_accumulation([batch], len(batch["tgt"]),
+                                            onmt.utils.Statistics(), onmt.utils.Statistics())
+
+
+def time_window(state, gpu):
+    """One pass over the timed batches; its wall time joins state["elapsed"]."""
     sync(gpu)
-    if gpu:
-        torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    for b in batches[warmup:]:
-        trainer._gradient_accumulation([b], len(b["tgt"]), *stats)
+    for b in state["timed"]:
+        train_step(state, b)
     sync(gpu)
-    elapsed = time.perf_counter() - t
-    timed = batches[warmup:]
+    state["elapsed"].append(time.perf_counter() - t)
+
+
+def row_of(state, batch_size, precision, gpu):
+    """The best of the timed windows (the host's other load only ever slows a window)."""
+    timed, elapsed = state["timed"], min(state["elapsed"])
     n_ex = sum(len(b["tgt"]) for b in timed)
     n_tgt = sum(int((b["tgtlen"] - 1).sum()) for b in timed)
-    flops = sum(batch_flops(system, b, query_id) for b in timed)
-    row = {"system": system, "batch": batch_size, "precision": precision,
-           "examples_per_s": n_ex / elapsed, "tgt_tokens_per_s": n_tgt / elapsed,
-           "flops_per_example": flops / n_ex, "achieved_tflops": flops / elapsed / 1e12,
-           "peak_mem_gib": (torch.cuda.max_memory_allocated() / 2 ** 30) if gpu else 0.0,
-           "steps": len(timed)}
-    if profile_steps and gpu:
-        profile(trainer, timed[:profile_steps], out, "%s_%d" % (system, batch_size))
-    if decode_steps:
-        row.update(decode_speed(system, data, trainer, model, opt, vocabs, optim, it,
-                                decode_steps, out, gpu))
-    return row
+    flops = sum(batch_flops(state["system"], b, state["query_id"]) for b in timed)
+    return {"system": state["system"], "batch": batch_size, "precision": precision,
+            "examples_per_s": n_ex / elapsed, "tgt_tokens_per_s": n_tgt / elapsed,
+            "flops_per_example": flops / n_ex, "achieved_tflops": flops / elapsed / 1e12,
+            "peak_mem_gib": (torch.cuda.max_memory_allocated() / 2 ** 30) if gpu else 0.0,
+            "steps": len(timed), "window_examples_per_s": [n_ex / e for e in state["elapsed"]]}
+
+
+def bench_batch(args, batch, precision, gpu, peak):
+    """Every system at one batch size, their timing windows taking turns."""
+    states = [setup(system, args.data, batch, precision, args.steps, args.warmup, gpu,
+                    args.bucket_size) for system in args.systems]
+    for _ in range(args.rounds):
+        for state in states:
+            time_window(state, gpu)
+    rows = []
+    for state in states:
+        if gpu:  # peak memory of this system's step alone
+            torch.cuda.reset_peak_memory_stats()
+            train_step(state, state["timed"][0])
+        row = row_of(state, batch, precision, gpu)
+        row["mfu"] = row["achieved_tflops"] * 1e12 / peak
+        if args.profile_steps and gpu:
+            profile(state["trainer"], state["timed"][:args.profile_steps], args.out,
+                    "%s_%d" % (state["system"], batch))
+        if batch == args.batches[0] and args.decode_steps and state["system"] in (
+                "seq2seq_inputfeed", "mirror"):
+            row.update(decode_speed(
+                state["system"], args.data, state["trainer"], state["model"], state["opt"],
+                state["vocabs"], state["optim"], state["it"], args.decode_steps, args.out,
+                gpu))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def main():
@@ -255,8 +287,9 @@ def main():
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after timing, profile this many steps of each system (GPU only; "
                    "tables in OUT/profile_SYSTEM_BATCH.txt)")
-    p.add_argument("--fused-adam", action="store_true",
-                   help="every system's Adam as torch's fused kernel (stock: foreach)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timing windows per system, the systems taking turns; the best "
+                   "window is reported (all are in the json)")
     p.add_argument("--bucket-size", type=int, default=32768,
                    help="examples sorted together before batching (the recipes' value)")
     p.add_argument("--stock-sort", action="store_true",
@@ -274,15 +307,9 @@ def main():
     rows = []
     for batch in args.batches:
         for precision in args.precisions:
-            for system in args.systems:
-                decode = args.decode_steps if (batch == args.batches[0] and system in (
-                    "seq2seq_inputfeed", "mirror")) else 0
-                row = bench(system, args.data, batch, precision, args.steps, args.warmup,
-                            gpu, decode, args.out, args.profile_steps, args.fused_adam,
-                            args.bucket_size)
-                row["mfu"] = row["achieved_tflops"] * 1e12 / peak
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            rows += bench_batch(args, batch, precision, gpu, peak)
+            if gpu:
+                torch.cuda.empty_cache()
     with open(os.path.join(args.out, "bench_train.json"), "w") as f:
         json.dump({"device": device, "matmul_peak_tflops": peak / 1e12,
                    "torch": torch.__version__, "rows": rows}, f, indent=1)

@@ -27,6 +27,7 @@ import onmt.inputters.dynamic_iterator  # noqa: E402
 import onmt.model_builder  # noqa: E402
 import onmt.trainer  # noqa: E402
 import onmt.utils  # noqa: E402
+import onmt.utils.optimizers  # noqa: E402
 import onmt.utils.report_manager  # noqa: E402
 from onmt.transforms import register_transform  # noqa: E402
 from onmt.utils.logging import logger  # noqa: E402
@@ -239,6 +240,27 @@ _Translator._translate_batch_with_strategy = _translate_batch_with_strategy
 _Beam.advance = _beam_advance
 _Beam.remove_finished_batches = _remove_finished_batches
 
+# 9. Optimizer: build_torch_optimizer makes `-optim adam` torch's multi-tensor Adam, which
+#    for Mirror's ~190M parameters cost 4.7 ms of GPU time a step at batch 512 (H200)
+#    and a host read of every parameter's step count; the fused kernel took 2.0 ms, and
+#    with it the fp16 GradScaler needs no host sync to skip a step. Same update rule and
+#    state dict, so checkpoints resume either way; Mirror on CUDA only, stock models keep
+#    the stock optimizer. Optimizer.from_opt reaches it by module global.
+_stock_build_torch_optimizer = onmt.utils.optimizers.build_torch_optimizer
+
+
+def _build_torch_optimizer(model, opt):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if (opt.optim == "adam" and isinstance(model, MirrorModel) and params
+            and all(p.is_cuda for p in params)):
+        return torch.optim.Adam(params, lr=opt.learning_rate,
+                                betas=(opt.adam_beta1, opt.adam_beta2), eps=1e-8,
+                                fused=True)
+    return _stock_build_torch_optimizer(model, opt)
+
+
+onmt.utils.optimizers.build_torch_optimizer = _build_torch_optimizer
+
 # R1. Reliability — checkpoint files: ModelSaver writes with torch.save straight onto the
 #     final name (a crash mid-save leaves a truncated file), and a checkpoint that weights-
 #     only loading refuses is a long traceback. model_saver reaches torch.save/torch.load
@@ -250,7 +272,6 @@ import traceback  # noqa: E402
 import onmt.inference_engine  # noqa: E402
 import onmt.models.model_saver  # noqa: E402
 import onmt.translate.translator  # noqa: E402
-import onmt.utils.optimizers  # noqa: E402
 import onmt.utils.parse  # noqa: E402
 from onmt.transforms.transform import Transform, TransformPipe  # noqa: E402
 

@@ -81,3 +81,27 @@ def test_mirror_options_on_a_stock_checkpoint_are_refused(tmp_path):
         "onmt_mirror: error: run/m_step_1.pt is not a Mirror checkpoint (encoder_type "
         "'rnn'): -mirror_z applies to Mirror models only")
     assert "Traceback" not in out.stderr
+
+
+def test_mirror_adam_is_fused_on_cuda_only():
+    """Registration 9: Mirror's Adam on CUDA is torch's fused kernel; on the CPU, and for
+    stock models anywhere, `-optim adam` stays the stock optimizer."""
+    from argparse import Namespace
+    from unittest import mock
+
+    import torch
+    from conftest import tiny_config
+
+    import onmt.utils.optimizers as optimizers
+    from onmt_mirror.models.mirror import MirrorModel
+
+    opt = Namespace(optim="adam", learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.999)
+    mirror, stock = MirrorModel(tiny_config()), torch.nn.Linear(3, 3)
+    assert not optimizers.build_torch_optimizer(mirror, opt).defaults["fused"]
+    with mock.patch.object(torch.Tensor, "is_cuda", new=True):  # parameters "on CUDA"
+        fused = optimizers.build_torch_optimizer(mirror, opt)
+        plain = optimizers.build_torch_optimizer(stock, opt)
+    assert fused.defaults["fused"] and fused.defaults["betas"] == (0.9, 0.999)
+    assert not plain.defaults["fused"]
+    assert sum(p.numel() for g in fused.param_groups for p in g["params"]) == \
+        sum(p.numel() for p in mirror.parameters())
