@@ -128,9 +128,11 @@ def sync(gpu):
 
 
 def decode_speed(system, data, trainer, model, opt, vocabs, optim, it, train_steps, out,
-                 gpu):
+                 gpu, fixed_length=20):
     """Train `train_steps` more batches (so replies have realistic lengths), save, and
-    time stock beam-10 decoding of the test windows (model loading excluded)."""
+    time stock beam-10 decoding of the test windows (model loading excluded): once with
+    the usual limits (3 to 40 tokens), where a model that rambles does more steps, and
+    once with every reply exactly `fixed_length` tokens, the same work for both models."""
     for _, (b, _) in zip(range(train_steps), it):
         trainer._gradient_accumulation([b], len(b["tgt"]), onmt.utils.Statistics(),
                                        onmt.utils.Statistics())
@@ -138,30 +140,34 @@ def decode_speed(system, data, trainer, model, opt, vocabs, optim, it, train_ste
     build_model_saver(opt, opt, model, vocabs, optim, 0 if gpu else -1).save(
         optim.training_step)
     ckpt = "%s_step_%d.pt" % (opt.save_model, optim.training_step)
-    pred = os.path.join(out, "pred_%s.txt" % system)
-    parser = ArgumentParser()
-    translate_opts(parser)
-    topt = parser.parse_args(["-model", ckpt, "-src", os.path.join(data, "test.src"),
-                              "-output", pred, "-beam_size", "10", "-max_length", "40",
-                              "-min_length", "3", "-batch_size", "64", "-transforms",
-                              "mirror_triple"] + (["-gpu", "0"] if gpu else []))
-    ArgumentParser.validate_translate_opts(topt)
-    ArgumentParser._get_all_transform_translate(topt)
-    ArgumentParser._validate_transforms_opts(topt)
-    ArgumentParser.validate_translate_opts_dynamic(topt)
-    engine = InferenceEnginePY(topt)
-    sync(gpu)
-    t = time.perf_counter()
-    engine.infer_file()
-    sync(gpu)
-    elapsed = time.perf_counter() - t
-    engine.terminate()
-    with open(pred) as f:
-        lines = f.read().splitlines()
+    row = {"decode_after_steps": optim.training_step}
+    for key, (low, high) in (("decode", (3, 40)),
+                             ("decode_fixed", (fixed_length, fixed_length))):
+        pred = os.path.join(out, "pred_%s_%s.txt" % (system, key))
+        parser = ArgumentParser()
+        translate_opts(parser)
+        topt = parser.parse_args(
+            ["-model", ckpt, "-src", os.path.join(data, "test.src"), "-output", pred,
+             "-beam_size", "10", "-max_length", str(high), "-min_length", str(low),
+             "-batch_size", "64", "-transforms", "mirror_triple"]
+            + (["-gpu", "0"] if gpu else []))
+        ArgumentParser.validate_translate_opts(topt)
+        ArgumentParser._get_all_transform_translate(topt)
+        ArgumentParser._validate_transforms_opts(topt)
+        ArgumentParser.validate_translate_opts_dynamic(topt)
+        engine = InferenceEnginePY(topt)
+        sync(gpu)
+        t = time.perf_counter()
+        engine.infer_file()
+        sync(gpu)
+        elapsed = time.perf_counter() - t
+        engine.terminate()
+        with open(pred) as f:
+            lines = f.read().splitlines()
+        row.update({key + "_responses_per_s": len(lines) / elapsed, key + "_s": elapsed,
+                    key + "_avg_len": sum(len(x.split()) for x in lines) / max(len(lines), 1)})
     os.remove(ckpt)
-    return {"decode_responses_per_s": len(lines) / elapsed, "decode_s": elapsed,
-            "decode_avg_len": sum(len(x.split()) for x in lines) / max(len(lines), 1),
-            "decode_after_steps": optim.training_step}
+    return row
 
 
 def profile(trainer, batches, out, name):
@@ -321,8 +327,9 @@ def main():
         base = next(b for b in rows if b["system"] == "seq2seq_inputfeed"
                     and b["batch"] == r["batch"] and b["precision"] == r["precision"]) \
             if "seq2seq_inputfeed" in args.systems else r
-        decode = ("%.0f (avg len %.1f, after %d steps)" % (
-            r["decode_responses_per_s"], r["decode_avg_len"], r["decode_after_steps"])
+        decode = ("%.0f (avg len %.1f, after %d steps); %.0f at %.0f tokens each" % (
+            r["decode_responses_per_s"], r["decode_avg_len"], r["decode_after_steps"],
+            r["decode_fixed_responses_per_s"], r["decode_fixed_avg_len"])
             if "decode_responses_per_s" in r else "")
         print("| %s | %d | %s | %.0f | %.0f | %.2f | %.1f%% | %.1f | %s |" % (
             r["system"], r["batch"], r["precision"], r["examples_per_s"],
