@@ -27,7 +27,9 @@ log() { echo "[$(date +%T)] $*"; }
 
 log "training for ${BUDGET}s"
 timeout -s KILL "$BUDGET" onmt_train -config "$CONFIG" -src_vocab "$VOCAB" \
-    -save_model "$RUN/mirror" -keep_checkpoint 1 $TRAIN_EXTRA > "$OUT/train.log" 2>&1
+    -save_model "$RUN/mirror" -keep_checkpoint 1 -log_file "$OUT/onmt_train.log" \
+    -save_data "$OUT/samples" -tensorboard_log_dir "$OUT/tensorboard" $TRAIN_EXTRA \
+    > "$OUT/train.log" 2>&1
 # a checkpoint being written when training is killed is a hidden temporary file (the
 # plugin's atomic saves), so the newest *_step_N.pt is complete
 CKPT=$(ls -v "$RUN"/mirror_step_*.pt 2>/dev/null | tail -n1)
