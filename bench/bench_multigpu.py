@@ -22,6 +22,7 @@ Everything onmt_train logs stays in OUT/<run>.log. Keep NVLink multicast off
 import argparse
 import datetime
 import json
+import math
 import os
 import re
 import subprocess
@@ -45,14 +46,80 @@ def run(name, gpus, batch, args):
         steps = [m.groups() for m in map(STEP.match, f) if m]
     if rc or not steps:
         raise SystemExit("%s: onmt_train exited with %d; see %s.stdout" % (name, rc, log))
+    return dict(run=name, gpus=gpus, batch_per_gpu=batch, global_batch=gpus * batch,
+                **timings(steps, args))
+
+
+def timings(steps, args):
+    """Step lines (time, step, ppl, sents) -> examples/s from --from-step on, the time per
+    step between reports, and the perplexity at each report."""
     when = {int(s): datetime.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f")
             for t, s, _, _ in steps}
     window = [(int(s), int(n)) for _, s, _, n in steps if int(s) > args.from_step]
     seconds = (when[window[-1][0]] - when[args.from_step]).total_seconds()
-    return {"run": name, "gpus": gpus, "batch_per_gpu": batch, "global_batch": gpus * batch,
+    gaps = sorted((when[s] - when[s - args.report_every]).total_seconds() * 1000
+                  / args.report_every for s, _ in window if s - args.report_every in when)
+    return {"step_ms": {"mean": sum(gaps) / len(gaps), "median": gaps[len(gaps) // 2],
+                        "p90": gaps[int(0.9 * (len(gaps) - 1))], "max": gaps[-1]},
             "examples_per_s": sum(n for _, n in window) / seconds,
             "steps_timed": "%d-%d" % (args.from_step, window[-1][0]),
             "ppl": {int(s): float(p) for _, s, p, _ in steps}}
+
+
+def _allreduce_worker(rank, gpus, shapes, port, result):
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    import onmt.utils.distributed
+
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
+                            world_size=gpus)
+    grads = [torch.randn(s, device="cuda") for s in shapes]
+    flat = torch.randn(sum(g.numel() for g in grads), device="cuda")
+    times = {}
+    for name, fn in (("onmt_chunked", lambda: onmt.utils.distributed.
+                      all_reduce_and_rescale_tensors(grads, float(gpus))),
+                     ("one_flat_buffer", lambda: dist.all_reduce(flat))):
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+        times[name] = (time.perf_counter() - t) * 100  # ms per call
+    if rank == 0:
+        result.put(times)
+    dist.destroy_process_group()
+
+
+def allreduce_probe(args):
+    """Time OpenNMT-py's gradient all-reduce (after backward, not overlapped with it) on
+    tensors of Mirror's parameter shapes at the recipe's sizes, and one flat all-reduce
+    of the same bytes: what data parallelism adds to every step."""
+    import sys
+
+    import torch.multiprocessing as mp
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_train
+    from onmt.model_builder import build_model
+    from onmt.train_single import _init_train
+
+    opt = bench_train.options("mirror", os.path.dirname(args.vocab), 512, "fp16", False)
+    _, vocabs, _ = _init_train(opt)
+    model = build_model(opt, opt, vocabs, None, -1)
+    shapes = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
+    ctx = mp.get_context("spawn")
+    result = ctx.Queue()
+    mp.start_processes(_allreduce_worker, args=(args.gpus, shapes, 29555, result),
+                       nprocs=args.gpus, start_method="spawn")
+    times = result.get()
+    times["megabytes_fp32"] = sum(math.prod(s) for s in shapes) * 4 / 2 ** 20
+    return times
 
 
 def main():
@@ -71,24 +138,37 @@ def main():
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     G, B = args.gpus, args.batch
+    try:
+        allreduce = allreduce_probe(args)
+    except Exception as e:  # the scaling runs below still say what they say
+        allreduce = {"error": repr(e)}
     one = run("1gpu_b%d" % B, 1, B, args)
     many = run("%dgpu_b%d" % (G, B), G, B, args)
     ref = run("1gpu_b%d" % (G * B), 1, G * B, args)
-    result = {"runs": [one, many, ref],
+    result = {"runs": [one, many, ref], "allreduce_ms": allreduce,
               "weak_scaling_efficiency": many["examples_per_s"] / (G * one["examples_per_s"]),
               "strong_scaling_ratio": many["examples_per_s"] / ref["examples_per_s"]}
     with open(os.path.join(args.out, "bench_multigpu.json"), "w") as f:
         json.dump(result, f, indent=1)
-    print("| run | GPUs | batch per GPU | global batch | examples/s | steps timed |")
-    print("|---|---|---|---|---|---|")
+    print("| run | GPUs | batch per GPU | global batch | examples/s | steps timed | "
+          "ms per step (mean / median / p90 / max over reports) |")
+    print("|---|---|---|---|---|---|---|")
     for r in result["runs"]:
-        print("| %s | %d | %d | %d | %.0f | %s |" % (
+        print("| %s | %d | %d | %d | %.0f | %s | %.0f / %.0f / %.0f / %.0f |" % (
             r["run"], r["gpus"], r["batch_per_gpu"], r["global_batch"],
-            r["examples_per_s"], r["steps_timed"]))
+            r["examples_per_s"], r["steps_timed"], *(r["step_ms"][k] for k in (
+                "mean", "median", "p90", "max"))))
     print("\nweak scaling: %.1f%% (%d GPUs vs %d x 1 GPU at batch %d per GPU); strong: %.2fx "
           "(vs 1 GPU at global batch %d)" % (
               100 * result["weak_scaling_efficiency"], G, G, B,
               result["strong_scaling_ratio"], G * B))
+    if "error" in allreduce:
+        print("all-reduce probe failed: %s" % allreduce["error"])
+    else:
+        print("gradient all-reduce per step (%d GPUs, %.0f MB fp32): OpenNMT-py's chunked "
+              "copy-reduce-copy %.1f ms; one flat NCCL all-reduce of the same bytes %.1f "
+              "ms" % (G, allreduce["megabytes_fp32"], allreduce["onmt_chunked"],
+                      allreduce["one_flat_buffer"]))
     print("\nDec1 perplexity (z from the posterior) per report:")
     print("| step | " + " | ".join(r["run"] for r in result["runs"]) + " |")
     print("|---|" + "---|" * len(result["runs"]))
