@@ -242,3 +242,19 @@ def test_pack_plan_matches_pytorch_packing():
     full, _ = lstm(padded, h0)
     torch.testing.assert_close(plan.unpack(packed_out.data)[real], full[real])
     torch.testing.assert_close(hn[-1], full[torch.arange(5), lengths - 1])
+
+
+def test_one_step_cells_equal_the_lstm():
+    """Beam search's single steps (AttnDecoder.one_step, fused cells) give what the
+    decoder's nn.LSTM gives for the same step, state included."""
+    from onmt_mirror.models.mirror import AttnDecoder
+
+    torch.manual_seed(0)
+    dec = AttnDecoder(6, 3, 8, 2, 0.3, False, "general", 8).eval()
+    inp = torch.randn(4, 1, 9)
+    state = (torch.randn(2, 4, 8), torch.randn(2, 4, 8))
+    ref_out, (ref_h, ref_c) = dec.lstm(inp, state)
+    out, (h, c) = dec.one_step(inp, state)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(h, ref_h)
+    torch.testing.assert_close(c, ref_c)
