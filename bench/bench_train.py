@@ -10,7 +10,9 @@ onmt_train itself; see docs/performance.md).
 
 Systems: seq2seq_inputfeed (stock default), seq2seq_cudnn (-input_feed 0), mirror
 (-input_feed 0, the plugin's default for GPUs). MFU = analytic model FLOPs on real (non-pad)
-tokens / time / the card's dense fp16/bf16 peak (measured here with a large matmul).
+tokens / time / the card's dense fp16/bf16 peak (measured here with a large matmul). The
+systems take turns over --rounds timing windows and the best window is reported: the lent
+machines' hosts, which launch every kernel, slow single windows by up to 40%.
 
     python bench/bench_train.py --data data/dailydialog --out OUTDIR [--batches 128 512]
 

@@ -241,7 +241,7 @@ _Beam.advance = _beam_advance
 _Beam.remove_finished_batches = _remove_finished_batches
 
 # 9. Optimizer: build_torch_optimizer makes `-optim adam` torch's multi-tensor Adam, which
-#    for Mirror's ~190M parameters cost 4.7 ms of GPU time a step at batch 512 (H200)
+#    for Mirror's ~228M parameters cost 4.7 ms of GPU time a step at batch 512 (H200)
 #    and a host read of every parameter's step count; the fused kernel took 2.0 ms, and
 #    with it the fp16 GradScaler needs no host sync to skip a step. Same update rule and
 #    state dict, so checkpoints resume either way; Mirror on CUDA only, stock models keep

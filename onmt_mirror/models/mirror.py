@@ -53,7 +53,7 @@ class PackPlan:
     """How rows of lengths `lengths` (host) sit in a (B, T) batch, as cuDNN reads them.
 
     PyTorch's pack_padded_sequence / pad_packed_sequence copy one time step at a time
-    (forward and backward): with seven LSTMs a Mirror step issued ~2,000 small copies and
+    (forward and backward): with six LSTM calls a Mirror step issued ~2,000 small copies and
     was bound by the CPU. Here one index built on the host, copied asynchronously, packs
     with one gather and unpacks with one scatter. `index` holds the flat (b * T + t)
     positions of the real tokens in packed (time-major, longest-first) order; the same
@@ -224,7 +224,7 @@ class AttnDecoder(nn.Module):
         With the PackPlan of the target lengths (teacher forcing), out is (N, H) on the
         real tokens in the plan's order, so the output projections skip padding; beam
         search passes none and gets (B, T, H). The LSTM itself runs on the padded batch:
-        its outputs at real positions do not depend on what follows them, and on an H100
+        its outputs at real positions do not depend on what follows them, and on an H200
         cuDNN's packed mode was slower here (a device copy per step and sequence end)."""
         T = emb.size(1)
         zs = z[:, None, :].expand(-1, T, -1).to(emb.dtype)
