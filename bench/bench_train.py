@@ -90,7 +90,7 @@ def attn_out_flops(steps, memory_pairs, hidden, vocab):
 def batch_flops(system, batch, query_id):
     """Training FLOPs (3x forward) of one batch counting real tokens only."""
     H, E, L, V, Z = (SIZES[k] for k in ("hidden", "emb", "layers", "vocab", "z"))
-    src, tgt = batch["src"][:, :, 0], batch["tgt"][:, :, 0]
+    src = batch["src"][:, :, 0]
     src_len = batch["srclen"].double()
     y_steps = (batch["tgtlen"] - 1).double()  # decoder steps: <s> y (predicting y </s>)
     if system.startswith("seq2seq"):
@@ -129,17 +129,17 @@ def sync(gpu):
         torch.cuda.synchronize()
 
 
-def decode_speed(system, data, trainer, model, opt, vocabs, optim, it, train_steps, out,
-                 gpu, fixed_length=20):
+def decode_speed(state, data, train_steps, out, gpu, fixed_length=20):
     """Train `train_steps` more batches (so replies have realistic lengths), save, and
     time stock beam-10 decoding of the test windows (model loading excluded): once with
     the usual limits (3 to 40 tokens), where a model that rambles does more steps, and
     once with every reply exactly `fixed_length` tokens, the same work for both models."""
-    for _, (b, _) in zip(range(train_steps), it):
-        trainer._gradient_accumulation([b], len(b["tgt"]), onmt.utils.Statistics(),
-                                       onmt.utils.Statistics())
+    system, opt, optim = state["system"], state["opt"], state["optim"]
+    for _, (b, _) in zip(range(train_steps), state["it"]):
+        train_step(state, b)
     opt.save_model = os.path.join(out, "ckpt_" + system)
-    build_model_saver(opt, opt, model, vocabs, optim, 0 if gpu else -1).save(
+    build_model_saver(opt, opt, state["model"], state["vocabs"], optim,
+                      0 if gpu else -1).save(
         optim.training_step)
     ckpt = "%s_step_%d.pt" % (opt.save_model, optim.training_step)
     row = {"decode_after_steps": optim.training_step}
@@ -172,18 +172,17 @@ def decode_speed(system, data, trainer, model, opt, vocabs, optim, it, train_ste
     return row
 
 
-def profile(trainer, batches, out, name):
+def profile(state, batches, out, name):
     """Where a training step's time goes: the profiler's table of GPU kernels and CPU
     ops over `batches`, and how busy the GPU was (kernel time / wall time)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    stats = [onmt.utils.Statistics(), onmt.utils.Statistics()]
     torch.cuda.synchronize()
     t = time.perf_counter()
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for b in batches:
-            trainer._gradient_accumulation([b], len(b["tgt"]), *stats)
+            train_step(state, b)
         torch.cuda.synchronize()
     wall = time.perf_counter() - t
     events = prof.key_averages()
@@ -267,14 +266,11 @@ def bench_batch(args, batch, precision, gpu, peak):
         row = row_of(state, batch, precision, gpu)
         row["mfu"] = row["achieved_tflops"] * 1e12 / peak
         if args.profile_steps and gpu:
-            profile(state["trainer"], state["timed"][:args.profile_steps], args.out,
+            profile(state, state["timed"][:args.profile_steps], args.out,
                     "%s_%d" % (state["system"], batch))
         if batch == args.batches[0] and args.decode_steps and state["system"] in (
                 "seq2seq_inputfeed", "mirror"):
-            row.update(decode_speed(
-                state["system"], args.data, state["trainer"], state["model"], state["opt"],
-                state["vocabs"], state["optim"], state["it"], args.decode_steps, args.out,
-                gpu))
+            row.update(decode_speed(state, args.data, args.decode_steps, args.out, gpu))
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
