@@ -258,3 +258,81 @@ def test_one_step_cells_equal_the_lstm():
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(h, ref_h)
     torch.testing.assert_close(c, ref_c)
+
+
+def _flat_params(shapes, dtype=torch.float32):
+    """Leaf parameters that are views of one buffer, as nn.LSTM keeps them on CUDA."""
+    buf = torch.randn(sum(torch.Size(s).numel() for s in shapes), dtype=dtype)
+    params, at = [], 0
+    for s in shapes:
+        n = torch.Size(s).numel()
+        p = torch.nn.Parameter(torch.empty(0, dtype=dtype))
+        p.data = buf[at:at + n].view(s)
+        params.append(p)
+        at += n
+    return params
+
+
+def test_cast_flat_weights_is_one_copy_and_routes_every_gradient():
+    """LSTM's fp16 weights under autocast: views of ONE cast buffer at the weights' own
+    offsets (what cuDNN accepts as flat), and gradients back to each fp32 weight, from a
+    flat gradient buffer (cuDNN's) or from separate tensors."""
+    from onmt_mirror.models.mirror import _CastFlatWeights
+
+    torch.manual_seed(0)
+    shapes = [(8, 3), (8, 2), (8,), (8,)]
+    params = _flat_params(shapes)
+    half = _CastFlatWeights.apply(*params)
+    assert len({h.untyped_storage().data_ptr() for h in half}) == 1
+    for p, h in zip(params, half):
+        assert h.dtype == torch.half and h.storage_offset() == p.storage_offset()
+        torch.testing.assert_close(h, p.detach().half(), rtol=0, atol=0)
+
+    flat_grads = [g.half() for g in _flat_params(shapes)]
+    torch.autograd.backward(half, flat_grads)
+    for p, g in zip(params, flat_grads):
+        torch.testing.assert_close(p.grad, g.float(), rtol=0, atol=0)
+
+    for p in params:
+        p.grad = None
+    half = _CastFlatWeights.apply(*params)
+    loose = [torch.randn(s).half() for s in shapes]
+    torch.autograd.backward(half[:3], loose[:3])  # the last weight gets no gradient
+    for p, g in zip(params[:3], loose):
+        torch.testing.assert_close(p.grad, g.float(), rtol=0, atol=0)
+    assert params[3].grad is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's flat weights need CUDA")
+@pytest.mark.parametrize("packed", [False, True])
+def test_flat_cast_lstm_equals_nn_lstm_under_autocast(packed):
+    """On CUDA under autocast, LSTM (one cast of the flat weights) gives nn.LSTM's outputs
+    and gradients, and cuDNN takes its fp16 weights as one chunk (no copy, no warning)."""
+    import warnings
+
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from onmt_mirror.models.mirror import LSTM
+
+    torch.manual_seed(0)
+    ours = LSTM(16, 32, 2, batch_first=True, dropout=0.0).cuda()
+    ref = torch.nn.LSTM(16, 32, 2, batch_first=True).cuda()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 7, 16, device="cuda")
+    lengths = torch.tensor([7, 3, 5, 1, 7])
+    h0 = (torch.randn(2, 5, 32, device="cuda"), torch.randn(2, 5, 32, device="cuda"))
+    results = []
+    for lstm in (ours, ref):
+        inp = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False) \
+            if packed else x
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with torch.autocast("cuda", dtype=torch.float16):
+                if lstm is ours:
+                    assert lstm.flat_half_weights() is not None
+                out, (h, c) = lstm(inp, h0)
+        out = out.data if packed else out
+        (out.float().square().sum() + h.float().sum() + c.float().sum()).backward()
+        results.append([out, h, c] + [p.grad for p in lstm.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-3, atol=2e-3)
