@@ -51,6 +51,9 @@ SYSTEMS = {
 # Mirror with autocast's own per-weight casts for cuDNN (models/mirror.py:LSTM off), to
 # measure what casting the flat weight buffer once buys; not in the default table.
 SYSTEMS["mirror_autocast_weights"] = SYSTEMS["mirror"]
+# Mirror with F.cross_entropy on fp32 logits instead of the fused kernel
+# (losses/fused_cross_entropy.py), likewise
+SYSTEMS["mirror_stock_ce"] = SYSTEMS["mirror"]
 DEFAULT_SYSTEMS = ["seq2seq_inputfeed", "seq2seq_cudnn", "mirror"]
 
 
@@ -216,6 +219,8 @@ def setup(system, data, batch_size, precision, steps, warmup, gpu, bucket_size):
         for module in model.modules():
             if isinstance(module, LSTM):
                 module.cast_flat = False
+    if system == "mirror_stock_ce":
+        model.fused_ce = False
     optim = Optimizer.from_opt(model, opt, checkpoint=None)
     trainer = build_trainer(opt, device_id, model, vocabs, optim)
     it = build_dynamic_dataset_iter(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN,
