@@ -68,7 +68,10 @@ class _FusedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_nll, _):
         (grad,) = ctx.saved_tensors
-        return grad * grad_nll, None
+        # a same-dtype product takes the vectorised kernel (an fp32 scalar tensor made it
+        # a slow casting one, as long as the fused kernel itself); a scale past the fp16
+        # range overflows here as it would in F.cross_entropy's fp16 gradient
+        return grad * grad_nll.to(grad.dtype), None
 
 
 def fused_available(logits):
