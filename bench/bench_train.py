@@ -23,6 +23,8 @@ the shared vocabulary counts of `onmt_build_vocab -config examples/dailydialog/m
 import argparse
 import json
 import os
+import resource
+import statistics
 import time
 
 import torch
@@ -231,7 +233,7 @@ def setup(system, data, batch_size, precision, steps, warmup, gpu, bucket_size):
         if len(batches) == steps + warmup:
             break
     state = dict(system=system, opt=opt, vocabs=vocabs, model=model, optim=optim,
-                 trainer=trainer, it=it, timed=batches[warmup:], elapsed=[],
+                 trainer=trainer, it=it, timed=batches[warmup:], elapsed=[], cpu=[],
                  query_id=vocabs["src"]["｟mirror_query｠"])
     for b in batches[:warmup]:
         train_step(state, b)
@@ -243,14 +245,38 @@ def train_step(state, batch):
                                             onmt.utils.Statistics(), onmt.utils.Statistics())
 
 
+def host_cpu_seconds():
+    """CPU time of every thread of this process (autograd's backward thread included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def time_window(state, gpu):
-    """One pass over the timed batches; its wall time joins state["elapsed"]."""
+    """One pass over the timed batches; its wall time joins state["elapsed"] and the
+    host CPU time it took state["cpu"] (busy host time, less sensitive than the wall
+    clock to what else the lent host runs)."""
     sync(gpu)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), host_cpu_seconds()
     for b in state["timed"]:
         train_step(state, b)
     sync(gpu)
     state["elapsed"].append(time.perf_counter() - t)
+    state["cpu"].append(host_cpu_seconds() - cpu)
+
+
+def step_peak_gib(state):
+    """GPU memory one system needs: its weights and Adam state, plus the peak its training
+    step adds. (max_memory_allocated alone would count the other systems' models too.)"""
+    own = list(state["model"].parameters()) + [
+        t for per_param in state["optim"]._optimizer.state.values()
+        for t in per_param.values() if torch.is_tensor(t)]
+    resident = sum(t.numel() * t.element_size() for t in own if t.is_cuda)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    train_step(state, state["timed"][0])
+    torch.cuda.synchronize()
+    return (resident + torch.cuda.max_memory_allocated() - base) / 2 ** 30
 
 
 def row_of(state, batch_size, precision, gpu):
@@ -262,8 +288,9 @@ def row_of(state, batch_size, precision, gpu):
     return {"system": state["system"], "batch": batch_size, "precision": precision,
             "examples_per_s": n_ex / elapsed, "tgt_tokens_per_s": n_tgt / elapsed,
             "flops_per_example": flops / n_ex, "achieved_tflops": flops / elapsed / 1e12,
-            "peak_mem_gib": (torch.cuda.max_memory_allocated() / 2 ** 30) if gpu else 0.0,
-            "steps": len(timed), "window_examples_per_s": [n_ex / e for e in state["elapsed"]]}
+            "host_cpu_ms_per_step": 1000 * min(state["cpu"]) / len(timed),
+            "steps": len(timed), "window_examples_per_s": [n_ex / e for e in state["elapsed"]],
+            "median_examples_per_s": n_ex / statistics.median(state["elapsed"])}
 
 
 def bench_batch(args, batch, precision, gpu, peak):
@@ -275,10 +302,8 @@ def bench_batch(args, batch, precision, gpu, peak):
             time_window(state, gpu)
     rows = []
     for state in states:
-        if gpu:  # peak memory of this system's step alone
-            torch.cuda.reset_peak_memory_stats()
-            train_step(state, state["timed"][0])
         row = row_of(state, batch, precision, gpu)
+        row["peak_mem_gib"] = step_peak_gib(state) if gpu else 0.0
         row["mfu"] = row["achieved_tflops"] * 1e12 / peak
         if args.profile_steps and gpu:
             profile(state, state["timed"][:args.profile_steps], args.out,
@@ -334,9 +359,10 @@ def main():
         json.dump({"device": device, "matmul_peak_tflops": peak / 1e12,
                    "torch": torch.__version__, "rows": rows}, f, indent=1)
     print("\ndevice: %s, fp16 matmul peak %.0f TFLOP/s" % (device, peak / 1e12))
-    print("| system | batch | precision | examples/s | tgt tokens/s | ratio vs "
-          "seq2seq_inputfeed | MFU | peak GiB | beam-10 responses/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| system | batch | precision | examples/s (best) | median | tgt tokens/s | "
+          "ratio vs seq2seq_inputfeed | MFU | host CPU ms/step | peak GiB | "
+          "beam-10 responses/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         base = next(b for b in rows if b["system"] == "seq2seq_inputfeed"
                     and b["batch"] == r["batch"] and b["precision"] == r["precision"]) \
@@ -345,11 +371,11 @@ def main():
             r["decode_responses_per_s"], r["decode_avg_len"], r["decode_after_steps"],
             r["decode_fixed_responses_per_s"], r["decode_fixed_avg_len"])
             if "decode_responses_per_s" in r else "")
-        print("| %s | %d | %s | %.0f | %.0f | %.2f | %.1f%% | %.1f | %s |" % (
+        print("| %s | %d | %s | %.0f | %.0f | %.0f | %.2f | %.1f%% | %.1f | %.1f | %s |" % (
             r["system"], r["batch"], r["precision"], r["examples_per_s"],
-            r["tgt_tokens_per_s"], r["examples_per_s"] / base["examples_per_s"],
-            100 * r["mfu"], r["peak_mem_gib"], decode))
-
+            r["median_examples_per_s"], r["tgt_tokens_per_s"],
+            r["examples_per_s"] / base["examples_per_s"], 100 * r["mfu"],
+            r["host_cpu_ms_per_step"], r["peak_mem_gib"], decode))
 
 if __name__ == "__main__":
     main()
