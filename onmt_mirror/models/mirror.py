@@ -11,6 +11,7 @@ MirrorModel. With only the y_cxz decoder and the prior on (c, x) the same model 
 CVAE of the paper's Eq. 1. The last class adapts the model to the encoder/decoder interface
 that OpenNMT-py's beam search drives; only Dec1 p(y|c,z,x) runs at decoding time.
 """
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -62,19 +63,21 @@ class PackPlan:
     """
 
     def __init__(self, lengths, width, device):
-        lengths = lengths.cpu().long()
-        order = torch.argsort(lengths, descending=True, stable=True)
-        steps = torch.arange(int(lengths.max()))
-        real = steps[:, None] < lengths[order][None, :]  # (T_max, B), time-major
-        self.batch_sizes = real.sum(1)
+        # numpy on the host: torch's boolean indexing runs multi-threaded here and its
+        # idle threads then spin (twice the CPU time of this plan on 2 cores)
+        n = lengths.cpu().long().numpy()
+        order = np.argsort(-n, kind="stable")
+        steps = np.arange(n.max())
+        real = steps[:, None] < n[order][None, :]  # (T_max, B), time-major
+        self.batch_sizes = torch.from_numpy(real.sum(1).astype(np.int64))
         index = (order[None, :] * width + steps[:, None])[real]
-        B = lengths.numel()
-        host = torch.cat([index, order, torch.argsort(order)])
+        B = n.size
+        host = torch.from_numpy(np.concatenate([index, order, np.argsort(order)]))
         if device.type == "cuda":
             host = host.pin_memory()
         host = host.to(device, non_blocking=True)
         self.index, self.sorted_indices, self.unsorted_indices = host.split(
-            [index.numel(), B, B])
+            [index.size, B, B])
         self.shape = (B, width)
 
     def pack(self, padded):
