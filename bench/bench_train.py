@@ -9,10 +9,13 @@ the trainer's, not the data pipeline's (OpenNMT-py's pipeline is measured separa
 onmt_train itself; see docs/performance.md).
 
 Systems: seq2seq_inputfeed (stock default), seq2seq_cudnn (-input_feed 0), mirror
-(-input_feed 0, the plugin's default for GPUs). MFU = analytic model FLOPs on real (non-pad)
-tokens / time / the card's dense fp16/bf16 peak (measured here with a large matmul). The
-systems take turns over --rounds timing windows and the best window is reported: the lent
-machines' hosts, which launch every kernel, slow single windows by up to 40%.
+(-input_feed 0, the plugin's default for GPUs); mirror_stock_ce and mirror_autocast_weights
+are Mirror without one speed-up each, for A/B runs. MFU = analytic model FLOPs on real
+(non-pad) tokens / time / the card's dense fp16/bf16 peak (measured here with a large
+matmul). The systems take turns over --rounds timing windows, in forward then reverse
+order, and the best and the median window are reported: the lent machines' hosts, which
+launch every kernel, slow single windows by up to 40%. Peak memory is per system (its
+weights and Adam state plus its step's peak), host CPU the process's CPU time per step.
 
     python bench/bench_train.py --data data/dailydialog --out OUTDIR [--batches 128 512]
 
