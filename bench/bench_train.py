@@ -15,7 +15,8 @@ are Mirror without one speed-up each, for A/B runs. MFU = analytic model FLOPs o
 matmul). The systems take turns over --rounds timing windows, in forward then reverse
 order, and the best and the median window are reported: the lent machines' hosts, which
 launch every kernel, slow single windows by up to 40%. Peak memory is per system (its
-weights and Adam state plus its step's peak), host CPU the process's CPU time per step.
+weights, gradients and Adam state plus its step's peak), host CPU the process's CPU time
+per step.
 
     python bench/bench_train.py --data data/dailydialog --out OUTDIR [--batches 128 512]
 
@@ -268,9 +269,11 @@ def time_window(state, gpu):
 
 
 def step_peak_gib(state):
-    """GPU memory one system needs: its weights and Adam state, plus the peak its training
-    step adds. (max_memory_allocated alone would count the other systems' models too.)"""
-    own = list(state["model"].parameters()) + [
+    """GPU memory one system needs: its weights, gradients and Adam state, plus the peak its
+    training step adds. (max_memory_allocated alone would count the other systems' models;
+    the gradients of the last step live until the next one starts.)"""
+    params = list(state["model"].parameters())
+    own = params + [p.grad for p in params if p.grad is not None] + [
         t for per_param in state["optim"]._optimizer.state.values()
         for t in per_param.values() if torch.is_tensor(t)]
     resident = sum(t.numel() * t.element_size() for t in own if t.is_cuda)
