@@ -336,3 +336,35 @@ def test_flat_cast_lstm_equals_nn_lstm_under_autocast(packed):
         results.append([out, h, c] + [p.grad for p in lstm.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a.float(), b.float(), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("input_feed", [False, True])
+def test_decoding_steps_follow_beam_reorders(input_feed):
+    """Dec1 stepped one token at a time through the decoding interface, its state tiled
+    and its rows shuffled between steps as beam search does (map_state), gives the
+    teacher-forced outputs of the same rows: state, z and the attention mask move with
+    the rows."""
+    torch.manual_seed(0)
+    model = MirrorModel(tiny_config(input_feed=input_feed)).eval()
+    for p in model.parameters():
+        torch.nn.init.uniform_(p, -0.3, 0.3)
+    src, tgt, src_len = make_batch(seed=4, batch=5)
+    iface = model.decoder
+    with torch.no_grad():
+        x_out, hidden, x_len = model.encoder(src, src_len)
+        h0, c0, z = hidden
+        mask = torch.arange(x_out.size(1))[None, :] < x_len[:, None]
+        ref, _, _, _ = model.dec_y_cxz(model.embed(tgt[:, :-1, 0], "y_cxz"), z, (h0, c0),
+                                       x_out, mask)
+        iface.init_state(src, x_out, hidden)
+        iface.map_state(lambda s, dim=0: s.repeat_interleave(3, dim))
+        rows = torch.arange(5).repeat_interleave(3)
+        enc_out, lens = x_out[rows], x_len[rows]
+        g = torch.Generator().manual_seed(1)
+        for t in range(tgt.size(1) - 1):
+            perm = torch.randperm(rows.numel(), generator=g)
+            iface.map_state(lambda s, dim: s[perm])
+            rows, enc_out, lens = rows[perm], enc_out[perm], lens[perm]
+            assert torch.equal(iface.state["mask"], mask[rows])  # no rebuild per step
+            out, _ = iface(tgt[rows, t:t + 1], enc_out, src_len=lens, step=t)
+            torch.testing.assert_close(out[:, 0], ref[rows, t], rtol=1e-5, atol=1e-5)

@@ -546,7 +546,9 @@ class MirrorDecodingInterface:
     A plain object, not a module: it owns no parameters (registering Dec1 twice would
     duplicate its keys in checkpoints). encode() runs the context and utterance encoders
     and draws z from the prior; the decoder side steps dec_y_cxz with z in its state, so
-    beam search tiles and reorders z with the LSTM state.
+    beam search tiles and reorders z with the LSTM state. The attention mask over x rides in
+    the state too: beam search calls map_state with every reordering of src_len, and a
+    mask built once per batch saves kernels on every step.
     """
 
     attentional = True
@@ -554,6 +556,7 @@ class MirrorDecodingInterface:
     def __init__(self, model):
         self.model = model
         self.state = {}
+        self._x_mask = None
 
     def encode(self, src, src_len):
         m = self.model
@@ -562,23 +565,30 @@ class MirrorDecodingInterface:
         mu_p, logvar_p = m.prior(enc)
         z = reparameterize(mu_p, logvar_p) if m.z_mode == "sample" else mu_p
         h0, c0 = m.dec_y_cxz.init_state(torch.cat([enc["c"][3], x_vec], -1))
+        self._x_mask = lengths_to_mask(x_len, x_out.size(1))
         return x_out, (h0, c0, z), x_len
 
     def init_state(self, src, enc_out, enc_final_hs):
         h0, c0, z = enc_final_hs
-        self.state = {"hidden": (h0, c0), "z": z,
-                      "input_feed": h0.new_zeros(h0.size(1), h0.size(2))}
+        self.state = {"hidden": (h0, c0), "z": z, "mask": self._x_mask}
+        if self.model.dec_y_cxz.input_feed:
+            self.state["input_feed"] = h0.new_zeros(h0.size(1), h0.size(2))
 
     def map_state(self, fn):
-        # beam search tiles / reorders along the batch axis; cuDNN wants contiguous hx
-        self.state["hidden"] = tuple(fn(h.transpose(0, 1), 0).transpose(0, 1).contiguous()
-                                     for h in self.state["hidden"])
-        self.state["z"] = fn(self.state["z"], 0)
-        self.state["input_feed"] = fn(self.state["input_feed"], 0)
+        # beam search tiles / reorders along the batch axis (its per-step fn indexes dim
+        # 0 whatever dim it is given); cuDNN, stepped with input feeding, wants a
+        # contiguous hx, while one_step's fused cells take the strided view as it is
+        feed = self.model.dec_y_cxz.input_feed
+        hidden = (fn(h.transpose(0, 1), 0).transpose(0, 1) for h in self.state["hidden"])
+        self.state["hidden"] = tuple(h.contiguous() if feed else h for h in hidden)
+        for key in ("z", "mask", "input_feed"):
+            if self.state.get(key) is not None:
+                self.state[key] = fn(self.state[key], 0)
 
     def detach_state(self):
         self.state = {k: (tuple(t.detach() for t in v) if isinstance(v, tuple)
-                          else v.detach()) for k, v in self.state.items()}
+                          else v if v is None else v.detach())
+                      for k, v in self.state.items()}
 
     def update_dropout(self, dropout, attention_dropout):
         self.model.update_dropout(dropout, attention_dropout)
@@ -586,10 +596,12 @@ class MirrorDecodingInterface:
     def __call__(self, tgt, enc_out, src_len=None, step=None, **kwargs):
         # tgt: (B, T, 1), enc_out: x's encoder outputs (B, S, H) -> (B, T, H), attns
         m = self.model
-        mask = lengths_to_mask(src_len, enc_out.size(1))
+        mask = self.state.get("mask")
+        if mask is None or mask.shape != enc_out.shape[:2]:
+            mask = lengths_to_mask(src_len, enc_out.size(1))
         out, attn, hidden, feed = m.dec_y_cxz(
             m.embed(tgt[:, :, 0], "y_cxz"), self.state["z"], self.state["hidden"],
-            enc_out, mask, self.state["input_feed"])
+            enc_out, mask, self.state.get("input_feed"))
         self.state["hidden"] = hidden
         if feed is not None:
             self.state["input_feed"] = feed
