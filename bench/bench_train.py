@@ -144,22 +144,23 @@ def sync(gpu):
         torch.cuda.synchronize()
 
 
-def decode_speed(state, data, train_steps, out, gpu, fixed_length=20):
-    """Train `train_steps` more batches (so replies have realistic lengths), save, and
-    time stock beam-10 decoding of the test windows (model loading excluded): once with
-    the usual limits (3 to 40 tokens), where a model that rambles does more steps, and
-    once with every reply exactly `fixed_length` tokens, the same work for both models."""
+DECODE_LENGTHS = {"decode": (3, 40), "decode_fixed": (20, 20)}
+
+
+def decode_engines(state, data, train_steps, out, gpu):
+    """Train `train_steps` more batches (so replies have realistic lengths), save, and load
+    the checkpoint into the stock inference engine twice: beam 10 with the usual limits
+    (3 to 40 tokens), where a model that rambles does more steps, and with every reply
+    exactly 20 tokens, the same work for both models."""
     system, opt, optim = state["system"], state["opt"], state["optim"]
     for _, (b, _) in zip(range(train_steps), state["it"]):
         train_step(state, b)
     opt.save_model = os.path.join(out, "ckpt_" + system)
     build_model_saver(opt, opt, state["model"], state["vocabs"], optim,
-                      0 if gpu else -1).save(
-        optim.training_step)
+                      0 if gpu else -1).save(optim.training_step)
     ckpt = "%s_step_%d.pt" % (opt.save_model, optim.training_step)
-    row = {"decode_after_steps": optim.training_step}
-    for key, (low, high) in (("decode", (3, 40)),
-                             ("decode_fixed", (fixed_length, fixed_length))):
+    engines = {}
+    for key, (low, high) in DECODE_LENGTHS.items():
         pred = os.path.join(out, "pred_%s_%s.txt" % (system, key))
         parser = ArgumentParser()
         translate_opts(parser)
@@ -172,18 +173,36 @@ def decode_speed(state, data, train_steps, out, gpu, fixed_length=20):
         ArgumentParser._get_all_transform_translate(topt)
         ArgumentParser._validate_transforms_opts(topt)
         ArgumentParser.validate_translate_opts_dynamic(topt)
-        engine = InferenceEnginePY(topt)
+        engines[key] = (InferenceEnginePY(topt), pred)
+    os.remove(ckpt)
+    state["decode"] = {"engines": engines, "after_steps": optim.training_step,
+                       "seconds": {key: [] for key in engines}}
+
+
+def decode_window(state, gpu):
+    """Decode the test windows once per length setting; the seconds join state["decode"]."""
+    for key, (engine, pred) in state["decode"]["engines"].items():
         sync(gpu)
         t = time.perf_counter()
         engine.infer_file()
         sync(gpu)
-        elapsed = time.perf_counter() - t
+        state["decode"]["seconds"][key].append(time.perf_counter() - t)
+
+
+def decode_row(state):
+    """Responses/s of the fastest decoding of each setting (all are in *_s), its replies'
+    average length; the engines are released."""
+    row = {"decode_after_steps": state["decode"]["after_steps"]}
+    for key, (engine, pred) in state["decode"]["engines"].items():
         engine.terminate()
         with open(pred) as f:
             lines = f.read().splitlines()
-        row.update({key + "_responses_per_s": len(lines) / elapsed, key + "_s": elapsed,
+        seconds = state["decode"]["seconds"][key]
+        row.update({key + "_responses_per_s": len(lines) / min(seconds),
+                    key + "_median_responses_per_s": len(lines) / statistics.median(seconds),
+                    key + "_s": seconds,
                     key + "_avg_len": sum(len(x.split()) for x in lines) / max(len(lines), 1)})
-    os.remove(ckpt)
+    del state["decode"]
     return row
 
 
@@ -314,10 +333,18 @@ def bench_batch(args, batch, precision, gpu, peak):
         if args.profile_steps and gpu:
             profile(state, state["timed"][:args.profile_steps], args.out,
                     "%s_%d" % (state["system"], batch))
-        if batch == args.batches[0] and args.decode_steps and state["system"] in (
-                "seq2seq_inputfeed", "mirror"):
-            row.update(decode_speed(state, args.data, args.decode_steps, args.out, gpu))
         rows.append(row)
+    decoders = [(state, row) for state, row in zip(states, rows)
+                if state["system"] in ("seq2seq_inputfeed", "mirror")]
+    if batch == args.batches[0] and args.decode_steps and decoders:
+        for state, _ in decoders:
+            decode_engines(state, args.data, args.decode_steps, args.out, gpu)
+        for r in range(args.decode_rounds):  # the two systems take turns, as in training
+            for state, _ in decoders[::1 if r % 2 == 0 else -1]:
+                decode_window(state, gpu)
+        for state, row in decoders:
+            row.update(decode_row(state))
+    for row in rows:
         print(json.dumps(row), flush=True)
     return rows
 
@@ -335,6 +362,9 @@ def main():
     p.add_argument("--decode-steps", type=int, default=0,
                    help="at the first batch size, train seq2seq_inputfeed and mirror this "
                    "many more batches, then time beam-10 decoding of test.src")
+    p.add_argument("--decode-rounds", type=int, default=3,
+                   help="decodings of the test windows per system and length setting, the "
+                   "systems taking turns; the fastest is reported (all are in the json)")
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after timing, profile this many steps of each system (GPU only; "
                    "tables in OUT/profile_SYSTEM_BATCH.txt)")
