@@ -138,6 +138,7 @@ class LSTM(nn.LSTM):
     cast_flat = True  # the speed benchmark turns it off to measure what it buys
 
     def flat_half_weights(self):
+        self._update_flat_weights()  # as nn.LSTM.forward does, before reading them
         w = self._flat_weights
         if not (self.cast_flat and w[0].is_cuda and torch.is_autocast_enabled("cuda")
                 and torch.backends.cudnn.enabled and self.proj_size == 0):
@@ -153,7 +154,6 @@ class LSTM(nn.LSTM):
         weights = self.flat_half_weights()
         if weights is None or (not packed and input.dim() != 3):
             return super().forward(input, hx)
-        self._update_flat_weights()
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
             rows = int(batch_sizes[0])
