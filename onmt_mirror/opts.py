@@ -63,6 +63,42 @@ def add_mirror_options(parser):
               default=1.0, help="Extra weight on the backward terms log p(x|c,z) and "
               "log p(x|c,z,y) (Eq. 6 has 1: every term gets 1/2).")
 
+    group = parser.add_argument_group("Latent/Mirror")
+    group.add("--mirror_bow_weight", "-mirror_bow_weight", type=float, default=0.0,
+              help="Weight of the bag-of-words loss (Zhao et al. 2017): an MLP from "
+              "[z; the prior's input] predicts the utterance's words, order ignored, so z "
+              "must carry them. 0 switches it off (the paper's Eq. 6).")
+    group.add("--mirror_bow_sides", "-mirror_bow_sides", choices=["auto", "y", "xy"],
+              default="auto", help="Utterances the bag-of-words loss predicts: auto = "
+              "the sides the decoders model (Mirror: x and y; the CVAE: y).")
+    group.add("--mirror_free_bits", "-mirror_free_bits", type=float, default=0.0,
+              help="KL thresholding (free bits): the loss sees max(KL, this) in nats, "
+              "so the KL below it costs nothing. 0 switches it off.")
+    group.add("--mirror_free_bits_mode", "-mirror_free_bits_mode",
+              choices=["sentence", "dim"], default="sentence",
+              help="Threshold each sentence's KL (DialogVED's target KL) or each z "
+              "dimension's batch-mean KL (Kingma et al. 2016).")
+    group.add("--mirror_kl_anneal_cycles", "-mirror_kl_anneal_cycles", type=int,
+              default=1, help="Cyclical KL annealing (Fu et al. 2019): repeat the "
+              "-mirror_kl_anneal_steps schedule this many times; 1 is the monotonic ramp.")
+    group.add("--mirror_kl_anneal_ratio", "-mirror_kl_anneal_ratio", type=float,
+              default=1.0, help="Fraction of each annealing cycle spent rising; the rest "
+              "holds -mirror_kl_weight (Fu et al.: 0.5).")
+    group.add("--mirror_word_dropout", "-mirror_word_dropout", type=float, default=0.0,
+              help="Replace each teacher-forced decoder input word by <unk> with this "
+              "probability in training (Bowman et al. 2016), so the decoders lean on z.")
+    group.add("--mirror_iw_samples", "-mirror_iw_samples", type=int, default=0,
+              help="At validation, an importance-weighted estimate of -log p(y|c,x) with "
+              "this many posterior samples (Burda et al. 2016); 0 switches it off.")
+    group.add("--mirror_select", "-mirror_select",
+              choices=["posterior", "prior", "elbo"], default="posterior",
+              help="What the validation perplexity (the stock line, early stopping and "
+              "-mirror_keep_best) measures: Dec1 with z from the posterior mean, from "
+              "the prior mean (what decoding sees), or the ELBO (posterior NLL + KL).")
+    group.add("--mirror_keep_best", "-mirror_keep_best", action="store_true",
+              help="Keep the checkpoint with the best validation perplexity (as "
+              "-mirror_select measures it) as <save_model>_best_step_<N>.pt.")
+
     group = parser.add_argument_group("Reliability/Mirror")
     group.add("--mirror_nonfinite", "-mirror_nonfinite", choices=["stop", "skip"],
               default="stop", help="A NaN/inf loss term: stop with the step and the term "
@@ -78,6 +114,16 @@ def add_mirror_options(parser):
     group.add("--mirror_z", "-mirror_z", choices=["mean", "sample"], default=None,
               help="z at decoding time: the prior's mean (default) or a sample "
               "(seeded by -seed).")
+    group.add("--mirror_num_z", "-mirror_num_z", type=int, default=1,
+              help="Draw this many prior samples of z per input and decode each with its "
+              "own beam: K x n_best lines per input, or n_best with -mirror_rerank.")
+    group.add("--mirror_rerank", "-mirror_rerank", action="store_true",
+              help="Re-rank the K x n_best candidates by log p(y|c,x,z) + lambda "
+              "log p(x|c,z,y) (Dec3, the backward decoder) + gamma |y|; keep n_best.")
+    group.add("--mirror_rerank_lambda", "-mirror_rerank_lambda", type=float,
+              default=1.0, help="Weight of Dec3's log p(x|c,z,y) in -mirror_rerank.")
+    group.add("--mirror_rerank_gamma", "-mirror_rerank_gamma", type=float, default=0.0,
+              help="Length bonus per token of y in -mirror_rerank.")
     add_dc_options(parser)
 
 

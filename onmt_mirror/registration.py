@@ -327,7 +327,8 @@ onmt.utils.parse.DataOptsCheckerMixin._validate_file = staticmethod(_validate_fi
 # R4. Reliability — Mirror's model, loss and guard options are silently ignored by stock
 #     models; validate_train_opts (onmt_train only, before anything is written) now
 #     refuses them when they differ from their defaults and the model is not Mirror.
-_MIRROR_ONLY_GROUPS = ("Model/Mirror", "Loss/Mirror", "Reliability/Mirror")
+_MIRROR_ONLY_GROUPS = ("Model/Mirror", "Loss/Mirror", "Latent/Mirror",
+                       "Reliability/Mirror")
 _stock_validate_train_opts = onmt.utils.parse.ArgumentParser.validate_train_opts.__func__
 
 
