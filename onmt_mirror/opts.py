@@ -124,6 +124,10 @@ def add_mirror_options(parser):
               default=1.0, help="Weight of Dec3's log p(x|c,z,y) in -mirror_rerank.")
     group.add("--mirror_rerank_gamma", "-mirror_rerank_gamma", type=float, default=0.0,
               help="Length bonus per token of y in -mirror_rerank.")
+    group.add("--mirror_rerank_scores", "-mirror_rerank_scores", type=str, default=None,
+              help="Write every candidate's log p(y|c,x,z), log p(x|c,z,y) (0 without "
+              "Dec3) and |y| to this TSV, the score file that `python -m "
+              "onmt_mirror.rerank tune` picks lambda and gamma on (docs/decoding.md).")
     add_dc_options(parser)
 
 
@@ -168,6 +172,16 @@ class MirrorConfig:
     kl_anneal_steps: int = 10000
     kl_weight: float = 1.0
     backward_weight: float = 1.0
+    unk_id: int = 0
+    # the latent remedies and diagnostics (Latent/Mirror options); 0 switches each off
+    kl_anneal_cycles: int = 1
+    kl_anneal_ratio: float = 1.0
+    bow_weight: float = 0.0
+    bow_sides: str = "auto"
+    free_bits: float = 0.0
+    free_bits_mode: str = "sentence"
+    word_dropout: float = 0.0
+    iw_samples: int = 0
 
     @classmethod
     def from_opt(cls, opt, vocab):
@@ -203,4 +217,11 @@ class MirrorConfig:
             kl_anneal_steps=opt.mirror_kl_anneal_steps,
             kl_weight=opt.mirror_kl_weight,
             backward_weight=opt.mirror_backward_weight,
+            unk_id=vocab["<unk>"],
+            # checkpoints from before these options have none of them: the defaults
+            **{f: getattr(opt, "mirror_" + f, default) for f, default in (
+                ("kl_anneal_cycles", 1), ("kl_anneal_ratio", 1.0), ("bow_weight", 0.0),
+                ("bow_sides", "auto"), ("free_bits", 0.0),
+                ("free_bits_mode", "sentence"), ("word_dropout", 0.0),
+                ("iw_samples", 0))},
         )

@@ -127,7 +127,8 @@ class LossComputeFactory:
             opt.normalization = "sents"
         device = next(model.parameters()).device
         return MirrorLoss(model.cfg.decoders, model.cfg.backward_weight,
-                          model.cfg.pad_id).to(device)
+                          model.cfg.pad_id, model.cfg.bow_weight,
+                          opt.mirror_select).to(device)
 
 
 onmt.trainer.LossCompute = LossComputeFactory
@@ -152,6 +153,49 @@ def _report_step(self, lr, patience, step, valid_stats=None, train_stats=None):
 
 
 onmt.utils.report_manager.ReportMgr._report_step = _report_step
+
+# 6b. After each validation (Trainer._report_step runs on the validating rank only): the
+#     KL-collapse warning on the validation KL, so that short runs see it, and with
+#     -mirror_keep_best the checkpoint of the best validation perplexity (by
+#     -mirror_select). ModelSaver has no notion of a best checkpoint, and its _save
+#     gathers over all ranks, so the best one is written here from this rank's
+#     (replicated) weights, in the stock checkpoint layout, atomically.
+_stock_trainer_report_step = onmt.trainer.Trainer._report_step
+
+
+def _trainer_report_step(self, learning_rate, step, valid_stats=None, train_stats=None):
+    result = _stock_trainer_report_step(self, learning_rate, step, valid_stats=valid_stats,
+                                        train_stats=train_stats)
+    loss = self.valid_loss
+    if isinstance(loss, MirrorLoss) and valid_stats is not None and valid_stats.n_words:
+        loss.check_validation_kl(valid_stats.mirror_summary(), step)
+        if getattr(loss, "keep_best", False) and self.model_saver is not None:
+            _keep_best(self, step, valid_stats.ppl())
+    return result
+
+
+def _keep_best(trainer, step, ppl):
+    from onmt.inputters.inputter import vocabs_to_dict
+
+    if ppl >= getattr(trainer, "mirror_best_ppl", float("inf")):
+        return
+    saver = trainer.model_saver
+    state = trainer.model.state_dict()
+    path = "%s_best_step_%d.pt" % (saver.base_path, step)
+    onmt.models.model_saver.torch.save({
+        "model": {k: v for k, v in state.items() if "generator" not in k},
+        "generator": trainer.model.generator.state_dict(),
+        "vocab": vocabs_to_dict(saver.vocabs), "opt": saver.model_opt,
+        "optim": saver.optim.state_dict()}, path)
+    previous = getattr(trainer, "mirror_best_path", None)
+    if previous and os.path.exists(previous):
+        os.remove(previous)
+    trainer.mirror_best_ppl, trainer.mirror_best_path = ppl, path
+    logger.info("Best validation perplexity so far (%.4g, -mirror_select %s): %s", ppl,
+                trainer.valid_loss.select, path)
+
+
+onmt.trainer.Trainer._report_step = _trainer_report_step
 
 # 7. Checkpoint loading for translation: -mirror_z lives in the translate options, the
 #    model is built from the checkpoint's; and -src needs the mirror_triple transform
@@ -424,7 +468,11 @@ def _guarded_loss_from_opts(cls, opt, model, vocab, train=True):
             raise MirrorError("-mirror_nonfinite skip does not work with -model_dtype "
                               "fp16 (its gradient scaler already skips non-finite "
                               "steps): use -mirror_nonfinite stop")
+        if opt.mirror_keep_best and opt.average_decay > 0:
+            raise MirrorError("-mirror_keep_best saves the trained weights, not the "
+                              "moving average of -average_decay: use one of the two")
         loss.train(train)
+        loss.keep_best = opt.mirror_keep_best
         loss.nonfinite = opt.mirror_nonfinite
         loss.kl_collapse_threshold = opt.mirror_kl_collapse_threshold
         loss.kl_collapse_steps = opt.mirror_kl_collapse_steps

@@ -11,6 +11,8 @@ MirrorModel. With only the y_cxz decoder and the prior on (c, x) the same model 
 CVAE of the paper's Eq. 1. The last class adapts the model to the encoder/decoder interface
 that OpenNMT-py's beam search drives; only Dec1 p(y|c,z,x) runs at decoding time.
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -183,10 +185,66 @@ def reparameterize(mean, logvar):
     return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
 
 
-def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
-    """Analytic KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over z dims: (B, Z) -> (B,)."""
+def gaussian_kl_dims(mu_q, logvar_q, mu_p, logvar_p):
+    """Analytic KL(N(mu_q, var_q) || N(mu_p, var_p)) per z dimension: (B, Z)."""
     return 0.5 * (logvar_p - logvar_q
-                  + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1).sum(-1)
+                  + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1)
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
+    """The KL summed over z dims: (B, Z) -> (B,)."""
+    return gaussian_kl_dims(mu_q, logvar_q, mu_p, logvar_p).sum(-1)
+
+
+def free_bits_kl(kl_dims, target, mode):
+    """KL thresholding: what the loss sees of a batch's KL (B, Z) when KL under `target`
+    nats costs nothing. "sentence": sum_i max(KL_i, target), each example's own target
+    (DialogVED); "dim": B * sum_d max(mean_i KL_id, target), the batch-mean KL of each
+    dimension (Kingma et al. 2016). Below the target the gradient is zero."""
+    if mode == "sentence":
+        return kl_dims.sum(-1).clamp(min=target).sum()
+    if mode == "dim":
+        return kl_dims.size(0) * kl_dims.mean(0).clamp(min=target).sum()
+    raise MirrorError("-mirror_free_bits_mode %r: sentence or dim" % mode)
+
+
+def gaussian_log_density(z, mean, logvar):
+    """log N(z; mean, diag(exp(logvar))) summed over the last axis."""
+    return -0.5 * (math.log(2 * math.pi) * z.size(-1)
+                   + (logvar + (z - mean) ** 2 / logvar.exp()).sum(-1))
+
+
+def mutual_information(mean, logvar, generator=None):
+    """Estimate of I(z; (c, x, y)) under q over one batch (Hoffman & Johnson 2016, as
+    He et al. 2019 compute it): E[log q(z|.)] - E[log q(z)], the aggregate posterior
+    q(z) taken as the mixture of the batch's posteriors, so the estimate is at most
+    log(batch size)."""
+    B = mean.size(0)
+    z = mean + (0.5 * logvar).exp() * torch.randn(
+        mean.shape, generator=generator, device=mean.device)
+    log_q_own = gaussian_log_density(z, mean, logvar)
+    log_q_all = gaussian_log_density(z[:, None, :], mean[None], logvar[None])  # (B, B)
+    log_q_agg = torch.logsumexp(log_q_all, 1) - math.log(B)
+    return (log_q_own - log_q_agg).mean()
+
+
+class BagOfWords(nn.Module):
+    """The bag-of-words loss (Zhao et al. 2017): an MLP from [z; the prior's input]
+    predicts every word of an utterance, order ignored. The decoders can model y
+    without z; this head cannot, so z has to carry the utterance's words."""
+
+    HIDDEN = 400  # NeuralDialog-CVAE's size
+
+    def __init__(self, in_size, vocab_size):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_size, self.HIDDEN), nn.Tanh(),
+                                 nn.Linear(self.HIDDEN, vocab_size))
+
+    def forward(self, inputs, tokens, pad_id):
+        """inputs (B, D), tokens (B, L) without specials -> the summed NLL (fp32)."""
+        logp = F.log_softmax(self.mlp(inputs).float(), -1)
+        tok = logp.gather(1, tokens)
+        return -tok.masked_fill(tokens.eq(pad_id), 0.0).sum()
 
 
 class RNNEncoder(nn.Module):
@@ -331,20 +389,28 @@ class AttnDecoder(nn.Module):
 
 
 class KLAnnealing(nn.Module):
-    """KL weight rising linearly from 0 to `weight` over `steps` training batches.
+    """KL weight rising linearly from 0 to `weight` over `steps` training batches;
+    cyclical (Fu et al. 2019) with cycles > 1: the `steps`-long cycle repeats, rising
+    over its first `ratio` and holding `weight` for the rest, then stays at `weight`.
 
     The batch count is a buffer so that a checkpoint (and -train_from) carries it."""
 
-    def __init__(self, steps, weight):
+    def __init__(self, steps, weight, cycles=1, ratio=1.0):
         super().__init__()
-        self.steps, self.weight = steps, weight
+        if cycles < 1 or not 0.0 < ratio <= 1.0:
+            raise MirrorError("-mirror_kl_anneal_cycles must be >= 1 and "
+                              "-mirror_kl_anneal_ratio in (0, 1]")
+        self.steps, self.weight, self.cycles, self.ratio = steps, weight, cycles, ratio
         self.register_buffer("step", torch.zeros(1, dtype=torch.long))
 
     def forward(self):
         if self.steps <= 0:
             return self.weight
         # a device tensor: reading the step on the host would stall the GPU each batch
-        return self.weight * (self.step.float() / self.steps).clamp(max=1.0)[0]
+        step = self.step.float()
+        rising = (torch.remainder(step, self.steps) / (self.ratio * self.steps))
+        done = step >= self.cycles * self.steps
+        return self.weight * torch.where(done, 1.0, rising.clamp(max=1.0))[0]
 
 
 class MirrorModel(BaseModel):
@@ -385,12 +451,37 @@ class MirrorModel(BaseModel):
                 # not named "*generator*": OpenNMT-py's saver files those apart
                 setattr(self, "readout_" + name, nn.Linear(H, V))
         self.generator = nn.Linear(H, V)  # Dec1's output layer (replaced by OpenNMT-py's)
-        self.kl_annealing = KLAnnealing(cfg.kl_anneal_steps, cfg.kl_weight)
+        prior_in = H * len(cfg.prior)
+        for side in self.bow_sides():
+            setattr(self, "bow_" + side, BagOfWords(Z + prior_in, V))
+        self.kl_annealing = KLAnnealing(cfg.kl_anneal_steps, cfg.kl_weight,
+                                        cfg.kl_anneal_cycles, cfg.kl_anneal_ratio)
         self.z_mode = "mean"  # decoding: prior mean or a sample (set by -mirror_z)
         self.fused_ce = True  # the speed benchmark turns it off to measure what it buys
         self._decoding = MirrorDecodingInterface(self)
 
     # -- helpers -------------------------------------------------------------------
+    def bow_sides(self):
+        """The utterances the bag-of-words loss predicts ("" when it is off)."""
+        cfg = self.cfg
+        if cfg.bow_weight <= 0:
+            return ""
+        if cfg.bow_sides == "auto":
+            return "".join(s for s in "xy" if any(self.DECODERS[d][0] == s
+                                                  for d in cfg.decoders))
+        return cfg.bow_sides
+
+    def word_dropout(self, dec_in):
+        """Bowman et al. 2016: teacher-forced words (not <s>, not padding) become <unk>
+        with probability -mirror_word_dropout, in training only."""
+        p = self.cfg.word_dropout
+        if not self.training or p <= 0:
+            return dec_in
+        drop = torch.rand(dec_in.shape, device=dec_in.device) < p
+        drop[:, 0] = False
+        drop &= dec_in.ne(self.cfg.pad_id)
+        return dec_in.masked_fill(drop, self.cfg.unk_id)
+
     def embed(self, tokens, decoder=None):
         table = self.embedding
         if decoder is not None and not self.cfg.share_dec_embeddings:
@@ -425,9 +516,12 @@ class MirrorModel(BaseModel):
             enc[key] = (u, n, out[i * B:(i + 1) * B, : u.size(1)], vec[i * B:(i + 1) * B])
         return enc
 
-    def prior(self, enc):
+    def prior_input(self, enc):
         vecs = {"c": enc["c"][3], "x": enc["x"][3]}
-        return self.prior_net(torch.cat([vecs[k] for k in self.cfg.prior], -1))
+        return torch.cat([vecs[k] for k in self.cfg.prior], -1)
+
+    def prior(self, enc):
+        return self.prior_net(self.prior_input(enc))
 
     def with_bos_eos(self, tokens, lengths):
         """Utterance (B, L) without specials -> decoder input <s> u and gold u </s>."""
@@ -437,6 +531,13 @@ class MirrorModel(BaseModel):
         dec_in = torch.cat([bos, tokens], 1)
         gold = torch.cat([tokens, pad], 1).scatter(1, lengths[:, None], cfg.eos_id)
         return dec_in, gold
+
+    def nll_rows(self, decoder, out, gold, plan):
+        """Per-row summed token NLL (B,) in fp32, for the importance-weighted bound."""
+        rows = torch.arange(gold.size(0), device=gold.device)[:, None].expand_as(gold)
+        logits = self.readout(decoder)(out).float()
+        tok = F.cross_entropy(logits, plan.select(gold), reduction="none")
+        return tok.new_zeros(gold.size(0)).index_add_(0, plan.select(rows), tok)
 
     def nll(self, decoder, out, gold, plan, with_correct=False):
         """Summed token NLL of a decoder's outputs on the real tokens (N, H), in the
@@ -474,11 +575,13 @@ class MirrorModel(BaseModel):
         x, x_len, x_out, x_vec = enc["x"]
         y, y_len, y_out, y_vec = enc["y"]
 
-        mu_p, logvar_p = self.prior(enc)
+        prior_in = self.prior_input(enc)
+        mu_p, logvar_p = self.prior_net(prior_in)
         mu_q, logvar_q = self.posterior_net(torch.cat([c_vec, x_vec, y_vec], -1))
         # a sample in training; the posterior mean for (deterministic) validation
         z = reparameterize(mu_q, logvar_q) if self.training else mu_q
-        kl = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
+        kl_dims = gaussian_kl_dims(mu_q.float(), logvar_q.float(), mu_p.float(),
+                                   logvar_p.float())
 
         vecs = {"c": c_vec, "x": x_vec, "y": y_vec}
         memories = {"c": (c_out, lengths_to_mask(c_len, c_out.size(1))),
@@ -486,15 +589,22 @@ class MirrorModel(BaseModel):
                     "y": (y_out, lengths_to_mask(y_len, y_out.size(1)))}
         x_in, x_gold = self.with_bos_eos(x, x_len)
         y_in, y_gold = tgt[:, :-1], tgt[:, 1:]
+        dropped = {"x": self.word_dropout(x_in), "y": self.word_dropout(y_in)}
         # gold tokens per row: the utterance and </s>
         n_gold = {k: enc["host"][k] + 1 for k in "xy"}
         plans = {k: PackPlan(n_gold[k], g.size(1), src.device)
                  for k, g in (("x", x_gold), ("y", y_gold))}
-        inputs = {"x": (x_in, x_gold), "y": (y_in, y_gold)}
+        inputs = {"x": (dropped["x"], x_gold), "y": (dropped["y"], y_gold)}
 
         terms = {"n_sents": float(src.size(0)), "n_y": float(n_gold["y"].sum()),
-                 "n_x": float(n_gold["x"].sum()), "kl": kl.sum(),
+                 "n_x": float(n_gold["x"].sum()), "kl": kl_dims.sum(),
                  "kl_weight": self.kl_annealing()}
+        if cfg.free_bits > 0:
+            terms["kl_loss"] = free_bits_kl(kl_dims, cfg.free_bits, cfg.free_bits_mode)
+        z_cond = torch.cat([z.to(prior_in.dtype), prior_in], -1)
+        for side in self.bow_sides():
+            terms["nll_bow_" + side] = getattr(self, "bow_" + side)(
+                z_cond, {"x": x, "y": y}[side], cfg.pad_id)
         dec1_out = dec1_attn = None
         for name in cfg.decoders:
             side = self.DECODERS[name][0]
@@ -505,12 +615,42 @@ class MirrorModel(BaseModel):
             if name == "y_cxz":
                 terms["correct_y_cxz"] = correct
                 dec1_out, dec1_attn = out, attn
-        if not self.training:  # what decoding sees: z from the prior
-            out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories, plans["y"])
-            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold, plans["y"])
         if self.training:
             self.kl_annealing.step += 1
+        else:  # what decoding sees (z from the prior), and how much z carries
+            out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories, plans["y"])
+            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold, plans["y"])
+            terms.update(self.latent_diagnostics(
+                (mu_q.float(), logvar_q.float()), (mu_p.float(), logvar_p.float()),
+                (y_in, y_gold, plans["y"]), vecs, memories))
         return dec1_out, {"std": dec1_attn, "mirror": terms}
+
+    def latent_diagnostics(self, posterior, prior, dec1_data, vecs, memories):
+        """Validation terms, summed over the batch: the posterior means' sums and squares
+        per dimension (active units, Burda et al. 2016), the mutual information between
+        z and (c, x, y) under q, and with -mirror_iw_samples k the importance-weighted
+        estimate of -log p(y|c,x) (Burda et al.) with k posterior samples. Seeded by a
+        generator of their own, so validation stays deterministic and leaves the
+        training random streams alone."""
+        mu_q, logvar_q = posterior
+        gen = torch.Generator(device=mu_q.device).manual_seed(0)
+        B = mu_q.size(0)
+        terms = {"mu_q_sum": mu_q.sum(0), "mu_q_sumsq": (mu_q ** 2).sum(0),
+                 "mi": B * mutual_information(mu_q, logvar_q, gen)}
+        k = self.cfg.iw_samples
+        if k > 0:
+            y_in, y_gold, plan = dec1_data
+            log_w = []
+            for _ in range(k):
+                z = mu_q + (0.5 * logvar_q).exp() * torch.randn(
+                    mu_q.shape, generator=gen, device=mu_q.device)
+                out, _ = self.run_decoder("y_cxz", y_in, z, vecs, memories, plan)
+                log_w.append(-self.nll_rows("y_cxz", out, y_gold, plan)
+                             + gaussian_log_density(z, *prior)
+                             - gaussian_log_density(z, mu_q, logvar_q))
+            log_p = torch.logsumexp(torch.stack(log_w), 0) - math.log(k)
+            terms["iw_nll"] = -log_p.sum()
+        return terms
 
     def update_dropout(self, dropout, attention_dropout):
         for module in self.modules():
@@ -548,7 +688,9 @@ class MirrorDecodingInterface:
     and draws z from the prior; the decoder side steps dec_y_cxz with z in its state, so
     beam search tiles and reorders z with the LSTM state. The attention mask over x rides in
     the state too: beam search calls map_state with every reordering of src_len, and a
-    mask built once per batch saves kernels on every step.
+    mask built once per batch saves kernels on every step. `z` keeps each row's z of the
+    last encoded batch, in batch order: decoding with K samples re-ranks every candidate
+    with the z it was decoded with (onmt_mirror/translate/multi_z.py).
     """
 
     attentional = True
@@ -557,6 +699,7 @@ class MirrorDecodingInterface:
         self.model = model
         self.state = {}
         self._x_mask = None
+        self.z = None
 
     def encode(self, src, src_len):
         m = self.model
@@ -564,6 +707,7 @@ class MirrorDecodingInterface:
         _, x_len, x_out, x_vec = enc["x"]
         mu_p, logvar_p = m.prior(enc)
         z = reparameterize(mu_p, logvar_p) if m.z_mode == "sample" else mu_p
+        self.z = z
         h0, c0 = m.dec_y_cxz.init_state(torch.cat([enc["c"][3], x_vec], -1))
         self._x_mask = lengths_to_mask(x_len, x_out.size(1))
         return x_out, (h0, c0, z), x_len
