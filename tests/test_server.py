@@ -176,12 +176,41 @@ def test_mean_entry_answers_dialogue_histories(stock):
     assert longer[0][0]["tgt"] == DIALOGUES[0][2]
 
 
-def test_sample_entry_draws_a_new_z_per_request(stock):
-    # the tiny model leans on one reply: most samples decode to it, a few do not
-    replies = [translate(stock, 101, HOWDY)[0][0]["tgt"] for _ in range(12)]
-    assert len(set(replies)) >= 2, replies
-    means = {translate(stock, 100, HOWDY)[0][0]["tgt"] for _ in range(3)}
-    assert len(means) == 1  # the prior mean is deterministic
+def test_sample_entry_draws_a_new_z_per_request(tmp_path_factory, tmp_path, monkeypatch):
+    """The mechanism, not the replies (a tiny model's z may change no word): the stock
+    server's ServerModel, in this process, with the prior, the decoder's z and the torch
+    random state at each draw recorded. The sampled entry draws z = mu + sigma * eps with
+    eps the running stream's next normal, a new one per request; the mean entry hands the
+    decoder the prior mean itself and draws nothing."""
+    import torch
+    from onmt.translate.translation_server import TranslationServer
+    from onmt_mirror.models import mirror
+
+    (tmp_path / "conf.json").write_text(json.dumps(server_config(
+        tiny_checkpoint(tmp_path_factory))))
+    server = TranslationServer()
+    server.start(str(tmp_path / "conf.json"))
+    priors, zs, states = [], [], []
+    prior, init_state = mirror.MirrorModel.prior, mirror.MirrorDecodingInterface.init_state
+    draw = mirror.reparameterize
+    monkeypatch.setattr(mirror.MirrorModel, "prior",
+                        lambda self, enc: priors.append(prior(self, enc)) or priors[-1])
+    monkeypatch.setattr(mirror.MirrorDecodingInterface, "init_state", lambda self, *a: (
+        zs.append(a[2][2].clone()), init_state(self, *a))[1])
+    monkeypatch.setattr(mirror, "reparameterize", lambda mu, logvar: (
+        states.append(torch.get_rng_state()), draw(mu, logvar))[1])
+
+    torch.manual_seed(7)
+    for model_id in (101, 101, 100, 100):
+        server.run([{"id": model_id, "src": HOWDY}])
+    assert len(priors) == len(zs) == 4 and len(states) == 2  # the mean entry draws none
+    for (mu, logvar), z, state in zip(priors, zs, states):  # sampled entry
+        eps = torch.randn(mu.shape, generator=torch.Generator().set_state(state))
+        assert torch.allclose(z, mu + torch.exp(0.5 * logvar) * eps, atol=1e-6)
+    assert not torch.equal(states[0], states[1]) and not torch.equal(zs[0], zs[1])
+    assert torch.equal(priors[0][0], priors[1][0])  # same history, same prior
+    for (mu, _), z in zip(priors[2:], zs[2:]):  # mean entry
+        assert torch.equal(z, mu)
 
 
 def test_first_turn_gets_the_configured_opening_as_context(stock):
