@@ -496,3 +496,45 @@ class _TracebackExceptMirrorError:
 
 
 onmt.trainer.traceback = _TracebackExceptMirrorError()
+
+# 10. Decoding with K latent samples (-mirror_num_z, -mirror_rerank, -mirror_rerank_scores;
+#     onmt_mirror/translate/multi_z.py). Beam search keeps one beam per batch row and
+#     knows no latent, so translate_batch decodes the batch tiled K times (the decoding
+#     interface draws a z per row) and joins each input's K n-best lists, or re-ranks them
+#     with Dec3. Each beam keeps -n_best, but the stock output path writes
+#     `Translator.n_best` lines per input and the server splits its replies by
+#     `opt.n_best`: both become K x n_best (n_best with -mirror_rerank). With
+#     -mirror_num_z 1 and neither re-ranking option the stock code runs untouched.
+from onmt_mirror.translate.multi_z import MultiZ  # noqa: E402
+
+_stock_translate_batch = _Translator.translate_batch
+_from_opt_before_multi_z = _Translator.from_opt.__func__
+
+
+def _translator_from_opt_multi_z(cls, model, vocabs, opt, model_opt, *args, **kwargs):
+    translator = _from_opt_before_multi_z(cls, model, vocabs, opt, model_opt, *args,
+                                          **kwargs)
+    # a server reloading a model builds it again from the same opt, n_best set below
+    beam_n_best = getattr(opt, "mirror_beam_n_best", opt.n_best)
+    translator.multi_z = MultiZ.from_opt(model, vocabs, opt, model_opt, beam_n_best)
+    if translator.multi_z is not None:
+        opt.mirror_beam_n_best = beam_n_best
+        translator.n_best = opt.n_best = translator.multi_z.lines_per_input
+    return translator
+
+
+def _translate_batch(self, batch, attn_debug):
+    multi_z = getattr(self, "multi_z", None)
+    if multi_z is None:
+        return _stock_translate_batch(self, batch, attn_debug)
+    tiled = multi_z.tile(batch)
+    self.n_best = multi_z.n_best  # what each beam keeps (BeamSearch reads it)
+    try:
+        results = _stock_translate_batch(self, tiled, attn_debug)
+    finally:
+        self.n_best = multi_z.lines_per_input
+    return multi_z.join(batch, tiled, results)
+
+
+_Translator.from_opt = classmethod(_translator_from_opt_multi_z)
+_Translator.translate_batch = _translate_batch

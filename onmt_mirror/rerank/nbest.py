@@ -37,15 +37,28 @@ def read_nbest(path, n_src, n_best=None):
     return [rows[i * n:(i + 1) * n] for i in range(n_src)]
 
 
+class ScoreWriter:
+    """The score cache: a TSV of SCORE_FIELDS with a header, rows appended in any order
+    (read_scores groups and sorts them), so that onmt_translate can add each batch's."""
+
+    def __init__(self, path):
+        self.path = path
+        self._append([SCORE_FIELDS], "w")
+
+    def write(self, rows):
+        """rows: dicts with SCORE_FIELDS."""
+        self._append([[r["src_id"], r["rank"], r["length"], repr(float(r["fwd"])),
+                       repr(float(r["bwd"])), r["candidate"]] for r in rows], "a")
+
+    def _append(self, records, mode):
+        with open(self.path, mode, encoding="utf-8", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE,
+                       escapechar="\\").writerows(records)
+
+
 def write_scores(path, rows):
     """rows: dicts with SCORE_FIELDS -> a TSV with a header (the score cache)."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE,
-                       escapechar="\\")
-        w.writerow(SCORE_FIELDS)
-        for r in rows:
-            w.writerow([r["src_id"], r["rank"], r["length"], repr(float(r["fwd"])),
-                        repr(float(r["bwd"])), r["candidate"]])
+    ScoreWriter(path).write(rows)
 
 
 def read_scores(path):

@@ -11,6 +11,8 @@ counts it):
   paper re-ranks with it).
 
 Checkpoints load through onmt.model_builder.load_test_model, i.e. the plugin's builder.
+`mirror_log_prob` is the tensor-level Mirror scorer with a given z; decoding with K
+samples of z (onmt_mirror/translate/multi_z.py) re-ranks each candidate with its own.
 """
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,40 @@ def translate_opt(model_path, gpu):
 
 def default_gpu():
     return 0 if torch.cuda.is_available() else -1
+
+
+def as_read_by_dec3(y, max_tokens, unk):
+    """A reply as Dec3 conditions on it: truncated as training truncates y, and an empty
+    reply read as <unk> (the utterance encoder needs one token)."""
+    return y[:max_tokens] if len(y) else [unk]
+
+
+def gold_sum(logp, gold, pad_id):
+    """logp (B, T, V), gold (B, T) -> (B,) summed log-probabilities of the gold tokens."""
+    tok = logp.gather(2, gold[..., None])[..., 0]
+    return tok.masked_fill(gold.eq(pad_id), 0.0).sum(1)
+
+
+def mirror_log_prob(model, name, src, src_len, y, y_len, z=None):
+    """Teacher-forced log-probability (summed, </s> included) of what Mirror's decoder
+    `name` predicts: "y_cxz" log p(y|c,x,z) (Dec1), "x_cyz" log p(x|c,z,y) (Dec3).
+
+    src (B, L) = c ｟mirror_query｠ x; y (B, Ly) without <s> or </s>, padded (y_len >= 1
+    where the decoder reads y); z (B, Z), or None for the prior mean."""
+    from onmt_mirror.models.mirror import lengths_to_mask
+
+    target, init_from, memory_from = model.DECODERS[name]
+    reads_y = "y" in init_from + memory_from
+    enc = model.encode_dialogue(src, src_len, *((y, y_len) if reads_y else ()))
+    z = model.prior(enc)[0] if z is None else z
+    sides = [k for k in "cxy" if k in enc]
+    vecs = {k: enc[k][3] for k in sides}
+    memories = {k: (enc[k][2], lengths_to_mask(enc[k][1], enc[k][2].size(1)))
+                for k in sides}
+    dec_in, gold = model.with_bos_eos(*((y, y_len) if target == "y" else enc["x"][:2]))
+    out, _ = model.run_decoder(name, dec_in, z, vecs, memories)
+    logp = F.log_softmax(model.readout(name)(out).float(), -1)
+    return gold_sum(logp, gold, model.cfg.pad_id)
 
 
 class CheckpointScorer:
@@ -90,7 +126,7 @@ class CheckpointScorer:
 
     def pairs_to_tokens(self, history, candidate):
         """-> (input tokens, predicted tokens) of this scorer for one (source, y)."""
-        y = candidate.split()[: self.max_u] or [UNK]  # an empty reply reads as <unk>
+        y = as_read_by_dec3(candidate.split(), self.max_u, UNK)
         if self.kind == "forward":
             return self._src_tokens(history), candidate.split()
         if self.kind == "mmi":
@@ -130,27 +166,10 @@ class CheckpointScorer:
         m.decoder.init_state(src, enc_out, enc_final_hs)
         dec_out, _ = m.decoder(tgt[:, :-1], enc_out, src_len=enc_len)
         logp = F.log_softmax(m.generator(dec_out).float(), -1)
-        return self._gold_sum(logp, tgt[:, 1:, 0], self.vocabs["tgt"][PAD])
-
-    @staticmethod
-    def _gold_sum(logp, gold, pad_id):
-        tok = logp.gather(2, gold[..., None])[..., 0]
-        return tok.masked_fill(gold.eq(pad_id), 0.0).sum(1)
+        return gold_sum(logp, tgt[:, 1:, 0], self.vocabs["tgt"][PAD])
 
     def _score_dec3(self, srcs, ys):
         """log p(x | c, z, y), z = the mean of Mirror's prior (what decoding uses)."""
-        from onmt_mirror.models.mirror import lengths_to_mask
-
-        m = self.model
         src, src_len = self._pad(srcs, self.vocabs["src"])
         y, y_len = self._pad(ys, self.vocabs["src"])
-        enc = m.encode_dialogue(src, src_len)
-        y_out, y_vec = m.utterance_encoder(m.embed(y), y_len)
-        mu_p, _ = m.prior(enc)
-        x, x_len = enc["x"][0], enc["x"][1]
-        vecs = {"c": enc["c"][3], "x": enc["x"][3], "y": y_vec}
-        memories = {"y": (y_out, lengths_to_mask(y_len, y_out.size(1)))}
-        x_in, x_gold = m.with_bos_eos(x, x_len)
-        out, _ = m.run_decoder("x_cyz", x_in, mu_p, vecs, memories)
-        logp = F.log_softmax(m.readout("x_cyz")(out).float(), -1)
-        return self._gold_sum(logp, x_gold, m.cfg.pad_id)
+        return mirror_log_prob(self.model, "x_cyz", src, src_len, y, y_len)
