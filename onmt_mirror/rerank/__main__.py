@@ -13,6 +13,11 @@
 score = log p(y|c,x) + λ · log p_back + γ · |y|; p_back is log p(x|y) of a backward model
 trained with the mirror_backward transform (MMI), or Mirror's Dec3 log p(x|c,z,y) when
 --backward is a Mirror checkpoint (or --backward-kind dec3). See docs/baselines.md.
+
+Mirror with K samples of z scores each candidate with the z it was decoded with, which only
+the decoding run knows: there `onmt_translate -mirror_num_z K -mirror_rerank_scores FILE`
+replaces step 1, `tune` reads FILE, and `onmt_translate -mirror_rerank
+-mirror_rerank_lambda λ -mirror_rerank_gamma γ` decodes with the result (docs/decoding.md).
 """
 import argparse
 import json

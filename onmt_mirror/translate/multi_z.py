@@ -63,6 +63,9 @@ class MultiZ:
                                   "with -mirror_z mean all would be the mean: drop "
                                   "-mirror_z" % (num_z, num_z))
             model.z_mode = "sample"
+        if opt.mirror_rerank_scores and opt.world_size > 1:
+            raise MirrorError("-mirror_rerank_scores: write the score file from one process "
+                              "(-world_size 1)")
         if (opt.mirror_rerank and opt.mirror_rerank_lambda != 0
                 and "x_cyz" not in model.cfg.decoders):
             raise MirrorError("-mirror_rerank: this model has no Dec3 (dec_x_cyz; e.g. the "
