@@ -14,10 +14,14 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 
 import torch
 
-from onmt_mirror.errors import MirrorError
+from onmt_mirror.errors import MirrorError, MissingFileError
+
+
+_INCOMPLETE = "%s is not a complete checkpoint (truncated, or not written by torch.save)"
 
 
 def _temp_beside(path):
@@ -43,9 +47,15 @@ def atomic_save(obj, path):
 
 
 def safe_load(path, map_location=None):
-    """torch.load with weights_only=True; a refused or broken file is a MirrorError."""
+    """torch.load with weights_only=True; a refused or broken file is a MirrorError.
+
+    torch.save has written zip archives since torch 1.6, so a file that is not one (0
+    bytes, a text file, a cut-off archive without its central directory) is refused before
+    torch's legacy reader gets to fail on it (EOFError, KeyError, IndexError)."""
     if not os.path.isfile(path):
-        raise MirrorError("checkpoint not found: %s" % path)
+        raise MissingFileError("checkpoint not found: %s" % path)
+    if not zipfile.is_zipfile(path):
+        raise MirrorError(_INCOMPLETE % path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -57,8 +67,7 @@ def safe_load(path, map_location=None):
     except RuntimeError as exc:
         if "PytorchStreamReader" not in str(exc) and "zip archive" not in str(exc):
             raise
-        raise MirrorError("%s is not a complete checkpoint (truncated, or not written "
-                          "by torch.save)" % path) from None
+        raise MirrorError(_INCOMPLETE % path) from None
 
 
 class TorchCheckpointIO:
@@ -80,6 +89,12 @@ class AtomicTextOutput:
     Each translation call of an engine replaces the file as a whole."""
 
     def __init__(self, path):
+        """Checks `path` now: stock OpenNMT-py found a bad one only after translating."""
+        if os.path.isdir(path):
+            raise MirrorError("-output %s is a directory: give a file name" % path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise MissingFileError("-output %s: folder %s does not exist" % (path, folder))
         self.path = path
         self._file = self._tmp = None
 
@@ -101,8 +116,12 @@ class AtomicTextOutput:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._tmp, self.path)
-        self._file = self._tmp = None
+        tmp, self._file, self._tmp = self._tmp, None, None
+        try:
+            os.replace(tmp, self.path)
+        except OSError:  # e.g. -output became a directory meanwhile: leave no .tmp
+            os.remove(tmp)
+            raise
 
     def discard(self):
         if self._file is not None:

@@ -9,6 +9,11 @@ class MirrorError(ValueError):
     """
 
 
+class MissingFileError(MirrorError, FileNotFoundError):
+    """A file the user named does not exist: one line like every MirrorError, and still an
+    OSError for callers that caught stock OpenNMT-py's FileNotFoundError/IOError."""
+
+
 def one_line(exc):
     """The last non-empty line of the message: errors re-raised from a DataLoader worker
     carry the worker's traceback text in front of the original message."""

@@ -321,6 +321,7 @@ from onmt.transforms.transform import Transform, TransformPipe  # noqa: E402
 
 from onmt_mirror import resume  # noqa: E402
 from onmt_mirror.checkpoint_io import AtomicTextOutput, TorchCheckpointIO  # noqa: E402
+from onmt_mirror.errors import MissingFileError  # noqa: E402
 from onmt_mirror.opts import add_mirror_options  # noqa: E402
 
 onmt.models.model_saver.torch = TorchCheckpointIO()
@@ -359,14 +360,106 @@ onmt.inference_engine.InferenceEnginePY._translate = _engine_translate
 
 # R3. Reliability — a missing corpus or vocabulary file is an OSError traceback from
 #     DataOptsCheckerMixin._validate_file ("Please check path of your src vocab file!");
-#     make it one line with the path.
+#     make it one line with the path (still an OSError for callers that catch one).
 def _validate_file(file_path, info):
     if not os.path.isfile(file_path):
         hint = " (build it with onmt_build_vocab)" if info.endswith("vocab") else ""
-        raise MirrorError("%s file not found: %s%s" % (info, file_path, hint))
+        raise MissingFileError("%s file not found: %s%s" % (info, file_path, hint))
 
 
 onmt.utils.parse.DataOptsCheckerMixin._validate_file = staticmethod(_validate_file)
+
+# R3b. Reliability — paths found bad only after the work, leftovers of a killed save, and
+#      onmt_server unloading the model for a request the model never saw.
+#      - onmt_build_vocab counts the whole corpus, then opens -src_vocab/-tgt_vocab: a
+#        directory (IsADirectoryError) or an existing file without -overwrite (IOError)
+#        was a traceback at the end. Checked in validate_prepare_opts, before reading.
+#        (onmt_translate -output: AtomicTextOutput checks it before the model loads, R2.)
+#      - a process killed inside atomic_save (R1) leaves `.<name>_step_N.pt.XXXX.tmp`
+#        (the size of a checkpoint); build_model_saver, at the start of every run with
+#        that -save_model, removes them with a log line.
+#      - the stock /translate route unloads the model after any ServerModelError, so a
+#        request refused by the Mirror preprocess hook (RequestRefused) cost the next
+#        request a reload; ServerModel.unload now skips that one unload (same thread).
+import re  # noqa: E402
+import threading  # noqa: E402
+
+import onmt.train_single  # noqa: E402
+from onmt.translate.translation_server import ServerModel  # noqa: E402
+
+from onmt_mirror.chat.preprocess import RequestRefused  # noqa: E402
+
+_stock_validate_vocab_opts = onmt.utils.parse.DataOptsCheckerMixin._validate_vocab_opts.__func__
+
+
+def _validate_vocab_opts(cls, opt, build_vocab_only=False):
+    _stock_validate_vocab_opts(cls, opt, build_vocab_only)
+    if not build_vocab_only:
+        return
+    for path in [opt.src_vocab] + ([] if opt.share_vocab else [opt.tgt_vocab]):
+        if os.path.isdir(path):
+            raise MirrorError("vocabulary output %s is a directory: give a file name"
+                              % path)
+        if os.path.exists(path) and not opt.overwrite:
+            raise MirrorError("vocabulary output %s exists (add -overwrite to replace it)"
+                              % path)
+
+
+onmt.utils.parse.DataOptsCheckerMixin._validate_vocab_opts = classmethod(
+    _validate_vocab_opts)
+_stock_build_model_saver = onmt.train_single.build_model_saver
+
+
+def remove_stale_temporaries(save_model):
+    """Delete the temporaries a killed atomic_save left for this -save_model; -> names."""
+    folder, base = os.path.split(os.path.abspath(save_model))
+    stale = re.compile(r"\.%s_(best_)?step_\d+\.pt\.\w+\.tmp$" % re.escape(base))
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if stale.match(name):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:  # another process of this run got there first
+                continue
+            removed.append(name)
+    if removed:
+        logger.info("Removed %d temporary file(s) left by an interrupted checkpoint save "
+                    "in %s: %s", len(removed), folder, ", ".join(removed))
+    return removed
+
+
+def _build_model_saver(model_opt, opt, model, vocabs, optim, device_id):
+    if device_id <= 0:  # one process (CPU: -1, GPU rank 0) cleans up
+        remove_stale_temporaries(opt.save_model)
+    return _stock_build_model_saver(model_opt, opt, model, vocabs, optim, device_id)
+
+
+onmt.train_single.build_model_saver = _build_model_saver
+_refused = threading.local()  # the ServerModel whose request this thread just refused
+_stock_server_model_run = ServerModel.run
+_stock_server_model_unload = ServerModel.unload
+
+
+def _server_model_run(self, inputs):
+    try:
+        return _stock_server_model_run(self, inputs)
+    except RequestRefused:
+        _refused.model = self
+        self.reset_unload_timer()  # run() stopped it; the model stays in use
+        raise
+
+
+def _server_model_unload(self):
+    if getattr(_refused, "model", None) is self:
+        _refused.model = None
+        self.logger.info("Model #%d stays loaded: the request was refused before it "
+                         "reached the model", self.model_id)
+        return
+    _stock_server_model_unload(self)
+
+
+ServerModel.run = _server_model_run
+ServerModel.unload = _server_model_unload
 
 # R4. Reliability — Mirror's model, loss and guard options are silently ignored by stock
 #     models; validate_train_opts (onmt_train only, before anything is written) now

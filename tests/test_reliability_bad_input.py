@@ -84,13 +84,36 @@ def test_a_10000_token_turn_is_truncated_and_counted(work):
     (work / "long.src").write_text("a b __eou__ %s\nc d __eou__ e f\n" % long_turn)
     (work / "long.tgt").write_text("%s\nfine .\n" % long_turn)
     data = "{train: {path_src: long.src, path_tgt: long.tgt, transforms: [mirror_triple]}}"
-    out = cli(["onmt_train", "-config", "mirror.yaml", "-data", data, "-train_steps", "2",
+    out = cli(["onmt_train", "-config", "mirror.yaml", "-data", data, "-train_steps", "6",
                "-save_model", "run/long", "-bucket_size", "2", "-batch_size", "2"], work)
-    assert "MirrorTripleTransform: truncated_x: 1, truncated_y: 1" in out.stderr
+    # a line counts once, however many passes over the corpus read it (six steps of one
+    # batch each: six passes)
+    counts = [ln.split("MirrorTripleTransform: ")[1] for ln in out.stderr.splitlines()
+              if "MirrorTripleTransform: " in ln]
+    assert len(counts) >= 3 and set(counts) == {"truncated_x: 1, truncated_y: 1"}, counts
     # both windows in one batch, x cut to -mirror_max_utterance_tokens (45): src tokens
     # 53 = (2 + marker + 45) + (2 + marker + 2), not 10,003 + 5
     assert "bsz:   53/  49/ 2" in out.stderr
-    assert (work / "run/long_step_2.pt").exists()
+    assert (work / "run/long_step_6.pt").exists()
+
+
+def test_truncation_is_counted_per_line_not_per_pass():
+    from argparse import Namespace
+
+    from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform
+
+    t = MirrorTripleTransform(Namespace(
+        mirror_turn_sep="__eou__", mirror_context_turns=1, mirror_max_context_tokens=3,
+        mirror_max_utterance_tokens=3, mirror_bad_line="error"))
+    line = "a b c d __eou__ e f g h".split()
+    for _ in range(3):  # three passes over line 7 of corpus "train"
+        t.apply({"src": list(line), "tgt": None, "cid": "train", "cid_line_number": 7})
+    t.apply({"src": list(line), "tgt": None, "cid": "train", "cid_line_number": 8})
+    t.apply({"src": list(line), "tgt": None, "cid": "valid", "cid_line_number": 7})
+    assert t.stats() == "truncated_c: 3, truncated_x: 3"
+    t.apply({"src": list(line), "tgt": None})  # a server request: no line to key on
+    t.apply({"src": list(line), "tgt": None})
+    assert t.stats() == "truncated_c: 5, truncated_x: 5"
 
 
 def test_missing_vocabulary_file(work):
@@ -99,6 +122,54 @@ def test_missing_vocabulary_file(work):
     assert error_line(out) == E + ("src vocab file not found: run/nope.txt (build it "
                                    "with onmt_build_vocab)")
     assert not list(work.glob("run/novocab*"))
+
+
+@pytest.mark.parametrize("output, message", [
+    ("outdir", "-output outdir is a directory: give a file name"),
+    ("nofolder/pred.txt", "-output nofolder/pred.txt: folder %s does not exist"),
+])
+def test_bad_output_path_is_refused_before_the_model_loads(work, output, message):
+    (work / "outdir").mkdir(exist_ok=True)
+    out = cli(["onmt_translate", "-model", "run/model_step_2.pt", "-src", "train.src",
+               "-output", output], work, ok=False)
+    if "%s" in message:
+        message %= work / "nofolder"
+    assert error_line(out) == E + message
+    assert "Loading checkpoint" not in out.stderr
+    assert not list(work.rglob("*.tmp")) and not list((work / "outdir").iterdir())
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "checkpoint not found: junk.pt"),
+    (b"", "junk.pt is not a complete checkpoint (truncated, or not written by "
+          "torch.save)"),
+    (b"model weights, honest\n", "junk.pt is not a complete checkpoint (truncated, or "
+                                 "not written by torch.save)"),
+])
+def test_missing_empty_or_foreign_checkpoint_is_one_line(work, content, message):
+    junk = work / "junk.pt"
+    junk.unlink(missing_ok=True)
+    if content is not None:
+        junk.write_bytes(content)
+    out = cli(["onmt_translate", "-model", "junk.pt", "-src", "train.src", "-output",
+               "junk_pred.txt"], work, ok=False)
+    assert error_line(out) == E + message
+    assert not (work / "junk_pred.txt").exists()
+
+
+@pytest.mark.parametrize("overwrite, message", [
+    (True, "vocabulary output vocab_dir is a directory: give a file name"),
+    (False, "vocabulary output run/vocab.txt exists (add -overwrite to replace it)"),
+])
+def test_bad_vocabulary_output_is_refused_before_counting(work, overwrite, message):
+    (work / "vocab_dir").mkdir(exist_ok=True)
+    mirror_config(work, name="vocab.yaml", overwrite=overwrite)
+    before = (work / "run/vocab.txt").read_bytes()
+    out = cli(["onmt_build_vocab", "-config", "vocab.yaml", "-n_sample", "-1"]
+              + (["-src_vocab", "vocab_dir"] if overwrite else []), work, ok=False)
+    assert error_line(out) == E + message
+    assert "Counter vocab" not in out.stderr
+    assert (work / "run/vocab.txt").read_bytes() == before
 
 
 def test_missing_corpus_file(work):

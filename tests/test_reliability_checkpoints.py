@@ -92,7 +92,8 @@ checkpoint_io.atomic_save({"w": torch.ones(4, 1 << 20)}, sys.argv[1])
 """
 
 
-def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
+def killed_mid_save(tmp_path):
+    """A checkpoint, then a process SIGKILLed while saving over it; -> its temporary."""
     path = tmp_path / "model_step_5.pt"
     atomic_save({"w": torch.zeros(3)}, str(path))
     out = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(path)],
@@ -101,6 +102,39 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
     assert torch.equal(safe_load(str(path))["w"], torch.zeros(3))
     leftovers = [p for p in tmp_path.iterdir() if p.name != path.name]
     assert len(leftovers) == 1 and leftovers[0].stat().st_size > 1 << 20  # the temp
+    return leftovers[0]
+
+
+def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
+    assert killed_mid_save(tmp_path).name.startswith(".model_step_5.pt.")
+
+
+def test_the_next_run_removes_what_a_killed_save_left(tmp_path, caplog):
+    """onmt_train's build_model_saver (as train_single calls it) deletes the temporaries
+    of this -save_model only, and says so."""
+    import onmt.train_single
+
+    left = killed_mid_save(tmp_path)
+    keep = [tmp_path / ".other_step_5.pt.abc123.tmp", tmp_path / ".model_step_5.pt.swp"]
+    for p in keep:
+        p.write_bytes(b"x")
+    best = tmp_path / ".model_best_step_4.pt.q1w2e3r4.tmp"
+    best.write_bytes(b"x")
+    opt = argparse.Namespace(save_model=str(tmp_path / "model"), keep_checkpoint=-1,
+                             save_format="pytorch")
+    with caplog.at_level("INFO", logger="onmt"):
+        onmt.train_single.build_model_saver(None, opt, None, {}, None, -1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model_step_5.pt"] + [p.name for p in keep])
+    assert ("Removed 2 temporary file(s) left by an interrupted checkpoint save in %s: "
+            "%s, %s" % (tmp_path, best.name, left.name)) in caplog.text
+
+
+def test_missing_checkpoint_is_one_line_and_still_an_oserror(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:  # what stock callers caught
+        safe_load(str(tmp_path / "nope.pt"))
+    assert isinstance(err.value, MirrorError)  # printed as one line by the CLIs
+    assert str(err.value) == "checkpoint not found: %s" % (tmp_path / "nope.pt")
 
 
 def test_truncated_checkpoint_is_one_line(tmp_path):

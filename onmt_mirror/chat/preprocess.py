@@ -12,14 +12,16 @@ Optional `"custom_opt"` keys in the model's config entry:
 - `mirror_opening` (str): a history of one turn (the user's first turn, nothing before it)
   gets this turn prepended as its context, e.g. "hello ." (DailyDialog's usual first
   turn). Without it, a one-turn history is an error, as it is for onmt_translate.
-- `mirror_max_request_tokens` (int, default 1000): longer requests are refused
-  (the transform would truncate c and x anyway; this bounds the work per request).
+- `mirror_max_request_tokens` (int, default 1000) and `mirror_max_request_chars` (int,
+  default 10000): longer requests are refused (the transform would truncate c and x
+  anyway; this bounds the work per request, also for one 100,000-character token).
 - `mirror_lowercase` (bool, default false): lowercase the history (for models trained on
   `python -m onmt_mirror.prepare --lowercase` data).
 
-Bad requests raise the server's ServerModelError: the stock server answers HTTP 200 with
-`{"status": "error", "error": "<message>"}` (and unloads the model; the next request loads
-it again).
+Bad requests raise RequestRefused, a ServerModelError: the stock server answers HTTP 200
+with `{"status": "error", "error": "<message>"}`. The stock route then unloads the model;
+for RequestRefused the plugin keeps it loaded (registration.py, section R3b), since the
+request never reached it.
 """
 from onmt.translate.translation_server import ServerModelError
 
@@ -27,6 +29,11 @@ from onmt_mirror.errors import MirrorError
 from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform, split_turns
 
 DEFAULT_MAX_REQUEST_TOKENS = 1000
+DEFAULT_MAX_REQUEST_CHARS = 10000
+
+
+class RequestRefused(ServerModelError):
+    """A request refused before it reached the model (the model stays loaded)."""
 
 
 def history_to_source(text, opt, custom_opt=None):
@@ -35,27 +42,31 @@ def history_to_source(text, opt, custom_opt=None):
     sep = opt.mirror_turn_sep
     if custom_opt.get("mirror_lowercase"):
         text = text.lower()
+    chars = int(custom_opt.get("mirror_max_request_chars", DEFAULT_MAX_REQUEST_CHARS))
+    if len(text) > chars:
+        raise RequestRefused("history too long: %d characters (at most %d)"
+                             % (len(text), chars))
     tokens = text.split()
     limit = int(custom_opt.get("mirror_max_request_tokens", DEFAULT_MAX_REQUEST_TOKENS))
     if not tokens:
-        raise ServerModelError("empty history: send the dialogue turns joined by %r" % sep)
+        raise RequestRefused("empty history: send the dialogue turns joined by %r" % sep)
     if len(tokens) > limit:
-        raise ServerModelError("history too long: %d tokens (at most %d)"
-                               % (len(tokens), limit))
+        raise RequestRefused("history too long: %d tokens (at most %d)"
+                             % (len(tokens), limit))
     turns = split_turns(tokens, sep)
     if any(not turn for turn in turns):
-        raise ServerModelError("empty turn in the history (turns are joined by %r)" % sep)
+        raise RequestRefused("empty turn in the history (turns are joined by %r)" % sep)
     if len(turns) == 1:
         opening = custom_opt.get("mirror_opening")
         if not opening:
-            raise ServerModelError(
+            raise RequestRefused(
                 "one turn only: Mirror needs a context turn and a query joined by %r "
                 "(or set custom_opt.mirror_opening in the server config)" % sep)
         tokens = opening.split() + [sep] + tokens
     try:
         example = MirrorTripleTransform(opt).apply({"src": tokens, "tgt": None})
     except MirrorError as exc:  # defensive: the checks above cover the transform's
-        raise ServerModelError(str(exc)) from None
+        raise RequestRefused(str(exc)) from None
     return " ".join(example["src"])
 
 

@@ -74,6 +74,19 @@ class MirrorTripleTransform(Transform):
         self.skip_bad = self.opts.mirror_bad_line == "skip"
         self.counts = {"skipped_one_turn": 0, "skipped_empty_turn": 0,
                        "truncated_c": 0, "truncated_x": 0, "truncated_y": 0}
+        # (corpus, line) already counted as truncated: training reads a corpus once per
+        # pass, and a line is counted once, not once per pass
+        self._truncated = {"truncated_c": set(), "truncated_x": set(),
+                           "truncated_y": set()}
+
+    def _count_truncated(self, key, example):
+        line = example.get("cid_line_number")
+        if line is not None:
+            where = (example.get("cid"), line)
+            if where in self._truncated[key]:
+                return
+            self._truncated[key].add(where)
+        self.counts[key] += 1
 
     def _bad(self, kind, example, message):
         if not self.skip_bad:
@@ -92,10 +105,10 @@ class MirrorTripleTransform(Transform):
         x = turns[-1]
         if len(context) > self.max_c:
             context = context[-self.max_c:]
-            self.counts["truncated_c"] += 1
+            self._count_truncated("truncated_c", example)
         if len(x) > self.max_u:
             x = x[: self.max_u]
-            self.counts["truncated_x"] += 1
+            self._count_truncated("truncated_x", example)
         example["src"] = context + [QUERY_TOKEN] + x
         if example.get("tgt") is not None:
             y = [t for t in example["tgt"] if t]
@@ -103,7 +116,7 @@ class MirrorTripleTransform(Transform):
                 return self._bad("empty_turn", example, "empty response (tgt line)")
             if len(y) > self.max_u:
                 y = y[: self.max_u]
-                self.counts["truncated_y"] += 1
+                self._count_truncated("truncated_y", example)
             example["tgt"] = y
         return example
 
