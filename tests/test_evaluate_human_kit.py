@@ -47,7 +47,7 @@ def test_make_kit_is_seeded_and_hides_systems():
 def choices_for(key, annotator, decide):
     """Export an annotator would make when `decide(example, other)` -> 'win' / 'loss' / 'tie'."""
     out = {}
-    for item in key["items"]:
+    for item in human_kit.shown_items(key):
         verdict = decide(item["example"], item["other"])
         sides = key["annotators"][annotator][item["id"]]
         winner = {"win": item["system"], "loss": item["other"]}.get(verdict)
@@ -97,3 +97,25 @@ def test_make_command_writes_pages_and_key(tmp_path, capsys):
         "annotator1.html", "annotator2.html", "annotator3.html", "key.json"]
     key = json.loads((tmp_path / "kit" / "key.json").read_text())
     assert len(key["items"]) == 6 and all(it["system"] == "sysgood" for it in key["items"])
+
+
+def test_identical_pairs_are_not_shown_and_count_as_ties(tmp_path):
+    """Examples 0-9: sysmeh says what sysgood says (spacing aside); sysbad never does."""
+    hyps = dict(HYPS, sysmeh=["good  answer %d ." % i if i < 10 else "meh %d ." % i
+                              for i in range(20)])
+    key, pages = human_kit.make_kit(SRC, hyps, n=20, seed=0, annotators=ANNOTATORS)
+    same = [it for it in key["items"] if it.get("identical")]
+    assert len(key["items"]) == 40 and len(same) == 10
+    assert {(it["other"], it["example"]) for it in same} == {("sysmeh", i) for i in range(10)}
+    for annotator, page in pages.items():
+        assert len(key["annotators"][annotator]) == 30
+        assert not any(it["id"] in key["annotators"][annotator] for it in same)
+        assert "good  answer" not in page
+    exports = {a: choices_for(key, a, lambda ex, other: "win") for a in ANNOTATORS}
+    path = tmp_path / "a1.json"
+    path.write_text(json.dumps({"kit": key["kit"], "annotator": "annotator1",
+                                "choices": exports["annotator1"]}))
+    assert human_kit.read_export(str(path), key)[0] == "annotator1"
+    bad, meh = human_kit.aggregate(key, exports)
+    assert (bad["wins"], bad["losses"], bad["ties"], bad["n"]) == (60, 0, 0, 60)
+    assert (meh["wins"], meh["losses"], meh["ties"], meh["n"]) == (30, 0, 30, 60)

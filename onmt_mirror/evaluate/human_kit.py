@@ -10,9 +10,11 @@ r"""A human-evaluation kit like the paper's MTurk study, and its aggregation int
 `make` samples N test examples (seeded) and pairs the first system's response with each
 other system's. Every annotator sees the same pairs, in their own random order and with
 their own random A/B sides, so neither position nor order can favour one system; which
-system is A is recorded only in key.json. `aggregate` maps the choices back to systems
-and reports wins / losses / ties over all judgements with a bootstrap interval over
-examples and Fleiss' kappa over (win, loss, tie).
+system is A is recorded only in key.json. A pair whose two responses are the same text is
+not shown (annotators could only guess): it is kept in key.json as `identical` and counts
+as a tie from every annotator. `aggregate` maps the choices back to systems and reports
+wins / losses / ties over all judgements with a bootstrap interval over examples and
+Fleiss' kappa over (win, loss, tie).
 """
 import argparse
 import hashlib
@@ -28,6 +30,11 @@ from .human_page import render
 from .inputs import InputError, parse_named, read_parallel, run_cli, split_src
 
 
+def identical(a, b):
+    """Two responses an annotator could not tell apart (same words, spacing aside)."""
+    return a.split() == b.split()
+
+
 def make_kit(src_lines, hyps, n, seed, annotators):
     """-> (key, {annotator: html}); hyps is {name: lines}, its first system is compared."""
     names = list(hyps)
@@ -37,12 +44,14 @@ def make_kit(src_lines, hyps, n, seed, annotators):
     for other in names[1:]:
         for i in examples:
             items.append({"id": "q%04d" % len(items), "example": i, "system": names[0], "other": other})
+            if identical(hyps[names[0]][i], hyps[other][i]):
+                items[-1]["identical"] = True
     kit_id = hashlib.sha1(json.dumps([seed, items, [hyps[k] for k in names]]).encode()).hexdigest()[:10]
     key = {"kit": kit_id, "seed": seed, "systems": names, "items": items, "annotators": {}}
     pages = {}
     for annotator in annotators:
         own = random.Random("%s:%s" % (seed, annotator))  # str seeds are stable across runs
-        order = items[:]
+        order = shown_items(key)
         own.shuffle(order)
         sides, shown = {}, []
         for item in order:
@@ -57,9 +66,16 @@ def make_kit(src_lines, hyps, n, seed, annotators):
     return key, pages
 
 
+def shown_items(key):
+    """The items annotators judge: all but the identical pairs."""
+    return [item for item in key["items"] if not item.get("identical")]
+
+
 def outcomes(key, exports):
-    """{annotator: choices} -> {item id: {annotator: +1/-1/0 for the item's system}}."""
-    result = {item["id"]: {} for item in key["items"]}
+    """{annotator: choices} -> {item id: {annotator: +1/-1/0 for the item's system}};
+    an identical pair is a tie from every annotator."""
+    result = {item["id"]: ({a: 0 for a in exports} if item.get("identical") else {})
+              for item in key["items"]}
     system = {item["id"]: item["system"] for item in key["items"]}
     for annotator, choices in exports.items():
         for item_id, choice in choices.items():
@@ -98,10 +114,11 @@ def read_export(path, key):
         raise InputError("%s: belongs to kit %s, not %s" % (path, data.get("kit"), key["kit"]))
     if annotator not in key["annotators"]:
         raise InputError("%s: unknown annotator %r" % (path, annotator))
-    missing = [it["id"] for it in key["items"] if choices.get(it["id"]) not in ("A", "B", "tie")]
+    shown = shown_items(key)
+    missing = [it["id"] for it in shown if choices.get(it["id"]) not in ("A", "B", "tie")]
     if missing:
         raise InputError("%s: %d of %d items unanswered (first: %s)"
-                         % (path, len(missing), len(key["items"]), missing[0]))
+                         % (path, len(missing), len(shown), missing[0]))
     return annotator, choices
 
 
@@ -120,8 +137,11 @@ def cmd_make(args):
     for annotator, page in pages.items():
         with open(os.path.join(args.out, annotator + ".html"), "w", encoding="utf-8") as f:
             f.write(page)
-    print("kit %s: %d items x %d annotators -> %s/{%s}.html (keep key.json private)"
-          % (key["kit"], len(key["items"]), len(annotators), args.out, ",".join(annotators)))
+    skipped = len(key["items"]) - len(shown_items(key))
+    print("kit %s: %d items x %d annotators -> %s/{%s}.html (keep key.json private)%s"
+          % (key["kit"], len(key["items"]) - skipped, len(annotators), args.out,
+             ",".join(annotators),
+             "; %d identical pairs not shown, counted as ties" % skipped if skipped else ""))
     return 0
 
 
