@@ -10,14 +10,21 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# torch first (pinned CPU wheel on CPU machines; an existing torch>=2.4 is kept), then
-# OpenNMT-py with --no-deps (its metadata pins torch<2.3), then this package.
+# torch first (pinned CPU wheel on CPU machines; an existing torch>=2.4 is kept), then this
+# package with OpenNMT-py's runtime needs and every extra, then OpenNMT-py itself with
+# --no-deps, last: its metadata pins torch<2.3, and pip checks the pins of what is already
+# installed, so in this order its resolver has nothing to report. (On a re-install
+# OpenNMT-py is there already; --no-warn-conflicts keeps that one known pin quiet.)
+ONMT_THERE := $(PY) -c "import importlib.metadata as m; m.version('opennmt-py')" 2>/dev/null
+
 $(STAMP): setup.py requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q $$($(ONMT_THERE) && echo --no-warn-conflicts) \
+	    -e ".[eval,server,tb]" -r requirements-dev.txt
 	$(PIP) install -q --no-deps opennmt-py==3.5.1
-	$(PIP) install -q -e ".[eval,server]" -r requirements-dev.txt
+	@echo "OpenNMT-py 3.5.1 installed with --no-deps on purpose: it pins torch<2.3, and runs on this torch (setup.py)"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,9 +1,10 @@
 """onmt-mirror: Mirror (bidirectional CVAE dialogue generation) as an OpenNMT-py 3.5.1 plugin.
 
 OpenNMT-py itself is deliberately NOT in install_requires: its metadata pins torch<2.3, so
-pip would replace a modern torch with a multi-GB old build. Install it with
-`pip install --no-deps opennmt-py==3.5.1` (the Makefile does); the plugin checks the version
-at import. The runtime needs OpenNMT-py imports eagerly are listed here instead.
+pip would replace a modern torch with a multi-GB old build. Install this package first,
+then `pip install --no-deps opennmt-py==3.5.1` (the Makefile does; in that order pip's
+resolver has nothing to complain about); the plugin checks the version at import. The
+runtime needs OpenNMT-py imports eagerly are listed here instead.
 """
 import os
 import shutil
@@ -51,7 +52,8 @@ setup(
     "as a plugin for the stock OpenNMT-py 3.5.1 command-line tools",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["onmt_mirror", "onmt_mirror.*"]),
+    packages=find_packages(include=["onmt_mirror", "onmt_mirror.*"])
+    + ["onmt_mirror.chat.static"],
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "pyyaml"] + ONMT_RUNTIME,
     extras_require={
@@ -67,7 +69,11 @@ setup(
         ],
         # onmt_server (OpenNMT-py's REST server) and the chat page in front of it
         "server": ["flask>=3.0", "waitress>=3.0"],
+        # `tensorboard: true` in a recipe (OpenNMT-py writes through torch's SummaryWriter)
+        "tb": ["tensorboard>=2.14"],
     },
     cmdclass={"build_py": BuildWithPth},
-    include_package_data=True,
+    # the chat page's files: a data-only package (no __init__.py), listed so setuptools
+    # installs it without its "Package would be ignored" warning
+    package_data={"onmt_mirror.chat.static": ["*"]},
 )
