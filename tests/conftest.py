@@ -1,12 +1,19 @@
 """Shared fixtures: a tiny Mirror model and a batch laid out as OpenNMT-py gives it."""
+import os
 import pathlib
 
-import pytest
-import torch
+# One intra-op thread per process (this one and every CLI it starts), set before torch
+# is imported. Tiny models gain nothing from more, and on a 2-core machine torch's default
+# (one thread per core) makes concurrent processes spin against each other: the 300 steps
+# of test_end_to_end took 94 s of wall time instead of 11 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import onmt  # noqa: F401  (the .pth hook registers the plugin on this import)
-from onmt_mirror.models.mirror import MirrorModel
-from onmt_mirror.opts import MirrorConfig
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import onmt  # noqa: E402, F401  (the .pth hook registers the plugin on this import)
+from onmt_mirror.models.mirror import MirrorModel  # noqa: E402
+from onmt_mirror.opts import MirrorConfig  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAD, BOS, EOS, QUERY = 1, 2, 3, 4
