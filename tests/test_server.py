@@ -75,7 +75,8 @@ def server_config(models_root, **custom):
     entry = {"model": CHECKPOINT, "load": True, "timeout": -1,
              "preprocess": ["onmt_mirror.chat.preprocess.mirror_history"],
              "custom_opt": dict({"mirror_opening": "hello .",
-                                 "mirror_max_request_tokens": 200}, **custom)}
+                                 "mirror_max_request_tokens": 200,
+                                 "mirror_max_request_chars": 20000}, **custom)}
     opt = {"transforms": "mirror_triple", "beam_size": 5, "max_length": 20}
     return {"models_root": str(models_root), "models": [
         dict(entry, id=100, opt=opt),
@@ -221,16 +222,26 @@ def test_first_turn_gets_the_configured_opening_as_context(stock):
     assert "one turn only" in out["error"] and "mirror_opening" in out["error"]
 
 
+def loaded(stock):
+    with urllib.request.urlopen(stock.url + "/models", timeout=30) as r:
+        return {m["model_id"]: m["loaded"] for m in json.load(r)}
+
+
 @pytest.mark.parametrize("src, message", [
     ("", "empty history"),
     ("hello . __eou__ __eou__ how are you ?", "empty turn"),
     (" ".join(["word"] * 300) + " __eou__ hi", "history too long: 302 tokens"),
+    ("hello . __eou__ " + "x" * 100000, "history too long: 100016 characters (at most "
+     "20000)"),
 ])
-def test_bad_histories_get_the_stock_error_reply_and_the_server_keeps_serving(
+def test_bad_histories_get_the_stock_error_reply_and_the_model_stays_loaded(
         stock, src, message):
+    """Refused by the preprocess hook before the model: the stock route would unload the
+    model (the next request paid a reload); R3b keeps it loaded."""
     status, out = post(stock.url + "/translate", [{"id": 100, "src": src}])
     assert status == 200 and out["status"] == "error" and message in out["error"]
-    assert translate(stock, 100, HOWDY)[0][0]["tgt"]  # reloaded on demand, still serving
+    assert loaded(stock) == {100: True, 101: True, 102: True}
+    assert translate(stock, 100, HOWDY)[0][0]["tgt"]
 
 
 def test_stock_server_answers_malformed_requests_with_html_errors(stock):

@@ -15,7 +15,9 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default=d.server,
                    help="onmt_server's URL up to its --url_root (default %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve the page on")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve the page on (default %(default)s: this machine "
+                   "only; the page has no authentication)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model_id", type=int, default=d.model_id,
                    help="config entry for a first response (default %(default)s: z = "
@@ -31,7 +33,12 @@ def build_parser():
     p.add_argument("--no_tokenize", dest="tokenize", action="store_false",
                    help='send turns as typed (default: "tea?" -> "tea ?")')
     p.add_argument("--timeout", type=float, default=d.timeout,
-                   help="seconds to wait for onmt_server")
+                   help="seconds to wait for onmt_server (default %(default)s)")
+    p.add_argument("--read_timeout", type=float, default=d.read_timeout,
+                   help="seconds a client may take to send a request; then HTTP 400 "
+                   "(default %(default)s)")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="requests handled at once (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
     return p
 
@@ -43,16 +50,17 @@ def main(argv=None):
     cfg = ChatConfig(server=args.server, model_id=args.model_id,
                      another_id=args.another_id, turns=args.turns, sep=args.sep,
                      max_turn_chars=args.max_turn_chars, tokenize=args.tokenize,
-                     timeout=args.timeout)
-    server = make_server(cfg, args.host, args.port, verbose=not args.quiet)
-    print("Mirror chat on http://%s:%d/ -> %s" % (args.host, server.server_port,
+                     timeout=args.timeout, read_timeout=args.read_timeout,
+                     threads=args.threads, verbose=not args.quiet)
+    server = make_server(cfg, args.host, args.port)
+    print("Mirror chat on http://%s:%s/ -> %s" % (args.host, server.effective_port,
                                                   cfg.server), flush=True)
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.stop()
 
 
 if __name__ == "__main__":

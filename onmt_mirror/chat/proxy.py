@@ -6,15 +6,20 @@ the wrong shape with an HTML 500), cut to its last `turns` turns, tokenised ligh
 with the turn separator and sent as `[{"id": model_id, "src": history}]` to
 `<server>/translate`. `another: true` uses `another_id`, the config entry that samples z
 from the prior: every call to it draws a new z from the server's running random stream.
-Only the standard library is used: the command needs neither flask nor torch.
+It is served by waitress (threaded; onmt_server's own WSGI server) and needs neither flask
+nor torch.
 """
 import json
 import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from importlib import resources
+
+import waitress.server
+import waitress.utilities
+import waitress.wasyncore
 
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/chat.js": ("chat.js", "text/javascript; charset=utf-8")}
@@ -31,10 +36,15 @@ class ChatConfig:
     max_turn_chars: int = 500
     max_body_bytes: int = 64 * 1024
     tokenize: bool = True  # "tea?" -> "tea ?", as in the prepared corpora
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds to wait for onmt_server
+    read_timeout: float = 10.0  # seconds a client may take to send one request
+    threads: int = 8  # waitress worker threads (requests forwarded at once)
+    verbose: bool = True  # a log line per /chat request
 
 
 class BadRequest(Exception):
+    """A request the chat command answers with a 4xx and a message, never forwards."""
+
     def __init__(self, status, message):
         super().__init__(message)
         self.status, self.message = status, message
@@ -96,66 +106,102 @@ def forward(cfg, model_id, src):
         return 502, {"error": "unexpected reply from onmt_server: %.200s" % reply}
 
 
-def make_handler(cfg):
+def _json(start_response, status, obj):
+    body = json.dumps(obj).encode("utf-8")
+    start_response("%d %s" % (status, HTTPStatus(status).phrase),
+                   [("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def make_app(cfg):
+    """The WSGI application: GET / (the page), /chat.js, /config; POST /chat."""
     static = resources.files("onmt_mirror.chat") / "static"
 
-    class ChatHandler(BaseHTTPRequestHandler):
-        server_version = "onmt-mirror-chat"
-
-        def send_json(self, status, obj):
-            body = json.dumps(obj).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            if self.path == "/config":
-                return self.send_json(200, {"turns": cfg.turns, "sep": cfg.sep,
-                                            "model_id": cfg.model_id,
-                                            "another_id": cfg.another_id,
-                                            "max_turn_chars": cfg.max_turn_chars})
-            if self.path not in STATIC:
-                return self.send_json(404, {"error": "no such page: %s" % self.path})
-            name, ctype = STATIC[self.path]
+    def app(environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+        if method == "GET" and path == "/config":
+            return _json(start_response, 200, {
+                "turns": cfg.turns, "sep": cfg.sep, "model_id": cfg.model_id,
+                "another_id": cfg.another_id, "max_turn_chars": cfg.max_turn_chars})
+        if method == "GET" and path in STATIC:
+            name, ctype = STATIC[path]
             body = (static / name).read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            start_response("200 OK", [("Content-Type", ctype),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        if method != "POST" or path != "/chat":
+            return _json(start_response, 404, {"error": "no such page: %s %s (the "
+                                               "page is GET /, its API POST /chat)"
+                                               % (method, path)})
+        # waitress calls the app only with the whole body read (max_request_body_size)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > cfg.max_body_bytes:
+            return _json(start_response, 413, {"error": "request too large: %d bytes "
+                                               "(at most %d)" % (length, cfg.max_body_bytes)})
+        try:
+            model_id, src = check_request(environ["wsgi.input"].read(length), cfg)
+        except BadRequest as exc:
+            return _json(start_response, exc.status, {"error": exc.message})
+        status, reply = forward(cfg, model_id, src)
+        if cfg.verbose:
+            print("POST /chat -> %d (model %d)" % (status, model_id), flush=True)
+        return _json(start_response, status, reply)
 
-        def do_POST(self):
-            if self.path != "/chat":
-                return self.send_json(404, {"error": "POST to /chat"})
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                return self.send_json(400, {"error": "bad Content-Length"})
-            if length > cfg.max_body_bytes:
-                # read (a bounded amount of) the body so the client sees the answer, not
-                # a connection reset; then close rather than parse the rest
-                self.rfile.read(min(length, 16 * cfg.max_body_bytes))
-                self.close_connection = True
-                return self.send_json(413, {"error": "request too large: %d bytes (at "
-                                            "most %d)" % (length, cfg.max_body_bytes)})
-            try:
-                model_id, src = check_request(self.rfile.read(length), cfg)
-            except BadRequest as exc:
-                return self.send_json(exc.status, {"error": exc.message})
-            self.send_json(*forward(cfg, model_id, src))
-
-        def log_message(self, fmt, *args):
-            if self.server.verbose:
-                super().log_message(fmt, *args)
-
-    return ChatHandler
+    return app
 
 
-def make_server(cfg, host="127.0.0.1", port=8000, verbose=True):
-    server = ThreadingHTTPServer((host, port), make_handler(cfg))
-    server.daemon_threads = True
-    server.verbose = verbose
+class ReadTimeout(waitress.utilities.BadRequest):
+    """waitress's 400 for a request that stopped arriving, as the JSON the page reads."""
+
+    def __init__(self, seconds):
+        super().__init__("request incomplete after %g s (headers or body missing: check "
+            "Content-Length)" % seconds)
+
+    def to_response(self, ident=None):
+        body = json.dumps({"error": self.body}).encode("utf-8")
+        return "400 Bad Request", [("Content-Type", "application/json")], body
+
+
+class ChatServer(waitress.server.TcpWSGIServer):
+    """waitress with a read timeout that answers 400.
+
+    waitress hands the app only complete requests; a client that stops sending (e.g.
+    `Content-Length: 1000` and 19 bytes) would hold its connection until the idle
+    timeout closes it without a reply. Every second (`cleanup_interval`) the server's
+    maintenance now turns a request still incomplete after `read_timeout` seconds into
+    waitress's own error reply path. Uses waitress's channel attributes (`request`,
+    `requests`, `requests_lock`, checked with waitress 3.0.2), the same ones its
+    received() uses to queue a request that failed to parse.
+    """
+
+    def maintenance(self, now):
+        cutoff = now - self.read_timeout
+        for channel in list(self.active_channels.values()):
+            with channel.requests_lock:
+                partial = channel.request
+                if partial is None or channel.requests or channel.last_activity > cutoff:
+                    continue
+                partial.error = ReadTimeout(self.read_timeout)
+                partial.completed = True
+                channel.request = None
+                channel.requests.append(partial)
+                self.add_task(channel)
+        super().maintenance(now)
+
+    def stop(self):
+        """Close the listening socket and every connection; run() then returns."""
+        self.task_dispatcher.shutdown(timeout=5)
+        waitress.wasyncore.close_all(self._map)
+
+
+def make_server(cfg, host="127.0.0.1", port=8000):
+    """A threaded waitress server for the app; `.effective_port` is the bound port."""
+    server = ChatServer(make_app(cfg), host=host, port=port, threads=cfg.threads,
+                        channel_timeout=max(30, cfg.read_timeout), cleanup_interval=1,
+                        # read a body up to 16x the limit, so that the client gets the
+                        # app's JSON 413, not a reset; beyond that waitress's own 413
+                        max_request_body_size=16 * cfg.max_body_bytes,
+                        ident="onmt-mirror-chat")
+    server.read_timeout = cfg.read_timeout
     return server
-
