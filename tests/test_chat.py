@@ -23,6 +23,9 @@ REPO_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ANSWERS = [y for c, x, y in DIALOGUES if (c, x) == ("hello .", "how are you ?")]
+SHOWN = {"i am fine , thanks .": "i am fine, thanks.", "not bad , and you ?":
+         "not bad, and you?", "a bit tired today .": "a bit tired today.",
+         "great , i just got a new job .": "great, i just got a new job."}
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]
 
@@ -32,13 +35,12 @@ def check(obj, **cfg):
     return check_request(body, ChatConfig(**cfg))
 
 
-def test_request_is_cut_to_the_last_turns_tokenised_and_routed():
-    assert check({"history": ["Hi!", "Do you like tea?"]}) == (
-        100, "Hi ! __eou__ Do you like tea ?")
+def test_request_is_cut_to_the_last_turns_and_routed():
+    """Turns go as typed (spaces collapsed): the server's preprocess hook tokenises."""
+    assert check({"history": ["Hi!", " Do you  like tea?"]}) == (
+        100, "Hi! __eou__ Do you like tea?")
     assert check({"history": ["a", "b", "c"], "another": True}) == (101, "b __eou__ c")
-    assert check({"history": ["a", "b", "c"]}, turns=3, tokenize=False) == (
-        100, "a __eou__ b __eou__ c")
-    assert check({"history": ["it is 5.30, ok?"]})[1] == "it is 5.30 , ok ?"
+    assert check({"history": ["a", "b", "c"]}, turns=3) == (100, "a __eou__ b __eou__ c")
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -78,9 +80,14 @@ def chat(tmp_path_factory):
 
 
 def test_chat_endpoint_forwards_and_reports_errors_as_json(chat):
+    """Typed "how are you?" is tokenised by the server's hook as the corpus was (the tiny
+    model answers its trained reply); the reply comes as tokens and as text to show."""
     status, out = post(chat + "/chat", {"history": ["how are you?"]})
-    assert status == 200 and out["src"] == "how are you ?" and out["model_id"] == 100
-    assert out["response"]
+    assert status == 200 and out["src"] == "how are you?" and out["model_id"] == 100
+    assert out["tokens"] in ANSWERS and out["response"] == SHOWN[out["tokens"]]
+    status, out = post(chat + "/chat", {"history": ["Do you like tea?", "Yes, very much."]})
+    assert (status, out["tokens"], out["response"]) == (
+        200, "then let us have some tea .", "then let us have some tea.")
     status, out = post(chat + "/chat", b'{"history": ', raw=True)
     assert status == 400 and "not JSON" in out["error"]
     status, out = post(chat + "/chat", {"history": ["x " * 40000]})
@@ -175,20 +182,21 @@ def say(page, turn):
 @needs_chromium
 def test_chat_page_in_chromium_two_turns_and_another_response(page):
     """Turn 1 "good morning!" (the server adds the opening "hello ." as its context)
-    -> "hello ."; turn 2 "how are you?" -> one of its four trained replies. "Another
+    -> "hello." (shown detokenised); turn 2 "how are you?" -> one of its four trained
+    replies. "Another
     response" is checked on its mechanism, not on the words (a sampled z may decode to
     the same reply): the same history goes to the sampling entry, whose reply replaces
     the shown one in place, the previous one listed under it."""
     replies = [say(page, "good morning!"), say(page, "how are you?")]
     assert page.locator(".user").all_inner_texts() == ["good morning!", "how are you?"]
-    assert replies[0] == "hello ." and replies[1] in ANSWERS, replies
+    assert replies[0] == "hello." and replies[1] in SHOWN.values(), replies
     assert page.inner_text("#status") == ""
     with page.expect_response("**/chat") as info:
         page.click("#another")
     page.wait_for_function("document.querySelectorAll('.alts div').length == 1")
     sent, answer = json.loads(info.value.request.post_data), info.value.json()
-    assert sent == {"history": ["hello .", "how are you?"], "another": True}
-    assert answer["model_id"] == 101 and answer["response"] in ANSWERS
+    assert sent == {"history": ["hello .", "how are you?"], "another": True}  # as tokens
+    assert answer["model_id"] == 101 and answer["response"] == SHOWN[answer["tokens"]]
     assert page.locator(".bot .text").last.inner_text() == answer["response"]
     assert page.locator(".alts div").all_inner_texts() == [replies[1]]
     assert page.locator(".bot").count() == 2  # replaced in place, not a new turn

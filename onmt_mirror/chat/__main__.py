@@ -30,8 +30,6 @@ def build_parser():
                    "use -mirror_context_turns + 1)")
     p.add_argument("--sep", default=d.sep, help="turn separator (-mirror_turn_sep)")
     p.add_argument("--max_turn_chars", type=int, default=d.max_turn_chars)
-    p.add_argument("--no_tokenize", dest="tokenize", action="store_false",
-                   help='send turns as typed (default: "tea?" -> "tea ?")')
     p.add_argument("--timeout", type=float, default=d.timeout,
                    help="seconds to wait for onmt_server (default %(default)s)")
     p.add_argument("--read_timeout", type=float, default=d.read_timeout,
@@ -49,7 +47,7 @@ def main(argv=None):
         raise SystemExit("--turns must be >= 1")
     cfg = ChatConfig(server=args.server, model_id=args.model_id,
                      another_id=args.another_id, turns=args.turns, sep=args.sep,
-                     max_turn_chars=args.max_turn_chars, tokenize=args.tokenize,
+                     max_turn_chars=args.max_turn_chars,
                      timeout=args.timeout, read_timeout=args.read_timeout,
                      threads=args.threads, verbose=not args.quiet)
     server = make_server(cfg, args.host, args.port)

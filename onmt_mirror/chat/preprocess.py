@@ -17,6 +17,9 @@ Optional `"custom_opt"` keys in the model's config entry:
   anyway; this bounds the work per request, also for one 100,000-character token).
 - `mirror_lowercase` (bool, default false): lowercase the history (for models trained on
   `python -m onmt_mirror.prepare --lowercase` data).
+- `mirror_tokenize` (bool, default true): tokenise each turn as the corpus was, so typed
+  "tea?" reaches the model as "tea ?" (onmt_mirror/chat/text.py; a turn tokenised already
+  stays as it is). Set it to false to send the history exactly as written.
 
 Bad requests raise RequestRefused, a ServerModelError: the stock server answers HTTP 200
 with `{"status": "error", "error": "<message>"}`. The stock route then unloads the model;
@@ -25,6 +28,7 @@ request never reached it.
 """
 from onmt.translate.translation_server import ServerModelError
 
+from onmt_mirror.chat.text import tokenize
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform, split_turns
 
@@ -36,8 +40,12 @@ class RequestRefused(ServerModelError):
     """A request refused before it reached the model (the model stays loaded)."""
 
 
-def history_to_source(text, opt, custom_opt=None):
-    """One request's history -> `c ｟mirror_query｠ x`; ServerModelError when unusable."""
+def history_to_source(text, opt, custom_opt=None, vocabulary=None):
+    """One request's history -> `c ｟mirror_query｠ x`; RequestRefused when unusable.
+
+    With `vocabulary` (the model's tokens) each turn is tokenised as the corpus was
+    (onmt_mirror.chat.text: "tea?" -> "tea ?"); without, it is taken as it is.
+    """
     custom_opt = custom_opt or {}
     sep = opt.mirror_turn_sep
     if custom_opt.get("mirror_lowercase"):
@@ -46,14 +54,9 @@ def history_to_source(text, opt, custom_opt=None):
     if len(text) > chars:
         raise RequestRefused("history too long: %d characters (at most %d)"
                              % (len(text), chars))
-    tokens = text.split()
-    limit = int(custom_opt.get("mirror_max_request_tokens", DEFAULT_MAX_REQUEST_TOKENS))
-    if not tokens:
+    if not text.split():
         raise RequestRefused("empty history: send the dialogue turns joined by %r" % sep)
-    if len(tokens) > limit:
-        raise RequestRefused("history too long: %d tokens (at most %d)"
-                             % (len(tokens), limit))
-    turns = split_turns(tokens, sep)
+    turns = split_turns(text.split(), sep)
     if any(not turn for turn in turns):
         raise RequestRefused("empty turn in the history (turns are joined by %r)" % sep)
     if len(turns) == 1:
@@ -62,7 +65,14 @@ def history_to_source(text, opt, custom_opt=None):
             raise RequestRefused(
                 "one turn only: Mirror needs a context turn and a query joined by %r "
                 "(or set custom_opt.mirror_opening in the server config)" % sep)
-        tokens = opening.split() + [sep] + tokens
+        turns.insert(0, opening.split())
+    if vocabulary is not None:
+        turns = [tokenize(" ".join(turn), vocabulary).split() for turn in turns]
+    tokens = [tok for turn in turns for tok in [sep] + turn][1:]
+    limit = int(custom_opt.get("mirror_max_request_tokens", DEFAULT_MAX_REQUEST_TOKENS))
+    if len(tokens) > limit:
+        raise RequestRefused("history too long: %d tokens (at most %d)"
+                             % (len(tokens), limit))
     try:
         example = MirrorTripleTransform(opt).apply({"src": tokens, "tgt": None})
     except MirrorError as exc:  # defensive: the checks above cover the transform's
@@ -72,7 +82,11 @@ def history_to_source(text, opt, custom_opt=None):
 
 def mirror_history(sequence, server_model):
     """The `"preprocess"` hook: rewrite each segment of one request."""
+    custom_opt = server_model.custom_opt or {}
+    vocabulary = None
+    if custom_opt.get("mirror_tokenize", True):
+        vocabulary = set(server_model.translator.vocabs["src"].ids_to_tokens)
     sequence = dict(sequence)
-    sequence["seg"] = [history_to_source(seg, server_model.opt, server_model.custom_opt)
+    sequence["seg"] = [history_to_source(seg, server_model.opt, custom_opt, vocabulary)
                        for seg in sequence["seg"]]
     return sequence

@@ -2,15 +2,16 @@
 
 The page POSTs `{"history": [turn, ...], "another": false}` to `/chat`. A request is
 checked here (the stock server answers malformed JSON with an HTML 400 and a JSON value of
-the wrong shape with an HTML 500), cut to its last `turns` turns, tokenised lightly, joined
-with the turn separator and sent as `[{"id": model_id, "src": history}]` to
-`<server>/translate`. `another: true` uses `another_id`, the config entry that samples z
-from the prior: every call to it draws a new z from the server's running random stream.
+the wrong shape with an HTML 500), cut to its last `turns` turns, joined with the turn
+separator and sent as `[{"id": model_id, "src": history}]` to `<server>/translate`, whose
+preprocess hook tokenises it with the model's vocabulary. The reply comes back as the
+model's tokens and, detokenised, as text to show. `another: true` uses `another_id`, the
+config entry that samples z from the prior: every call to it draws a new z from the
+server's running random stream.
 It is served by waitress (threaded; onmt_server's own WSGI server) and needs neither flask
 nor torch.
 """
 import json
-import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ import waitress.server
 import waitress.utilities
 import waitress.wasyncore
 
+from onmt_mirror.chat.text import detokenize
+
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/chat.js": ("chat.js", "text/javascript; charset=utf-8")}
-_PUNCT = re.compile(r"(?<=\S)([.,?!;:])(?=\s|$)")
 
 
 @dataclass
@@ -35,7 +37,6 @@ class ChatConfig:
     sep: str = "__eou__"  # -mirror_turn_sep
     max_turn_chars: int = 500
     max_body_bytes: int = 64 * 1024
-    tokenize: bool = True  # "tea?" -> "tea ?", as in the prepared corpora
     timeout: float = 60.0  # seconds to wait for onmt_server
     read_timeout: float = 10.0  # seconds a client may take to send one request
     threads: int = 8  # waitress worker threads (requests forwarded at once)
@@ -48,11 +49,6 @@ class BadRequest(Exception):
     def __init__(self, status, message):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def tokenize(turn):
-    """Split trailing punctuation off words; collapse spaces."""
-    return " ".join(_PUNCT.sub(r" \1", turn).split())
 
 
 def check_request(body, cfg):
@@ -78,8 +74,6 @@ def check_request(body, cfg):
                              % (len(turn), cfg.max_turn_chars))
         if cfg.sep in turn.split():
             raise BadRequest(400, "a turn contains the turn separator %r" % cfg.sep)
-    if cfg.tokenize:
-        turns = [tokenize(t) for t in turns]
     model_id = cfg.another_id if data.get("another") else cfg.model_id
     return model_id, (" %s " % cfg.sep).join(turns)
 
@@ -100,8 +94,8 @@ def forward(cfg, model_id, src):
         return 422, {"error": "onmt_server: %s" % reply.get("error", reply)}
     try:
         best = reply[0][0]
-        return 200, {"response": best["tgt"], "score": best["pred_score"], "src": src,
-                     "model_id": model_id}
+        return 200, {"response": detokenize(best["tgt"]), "tokens": best["tgt"],
+                     "score": best["pred_score"], "src": src, "model_id": model_id}
     except (IndexError, KeyError, TypeError):
         return 502, {"error": "unexpected reply from onmt_server: %.200s" % reply}
 

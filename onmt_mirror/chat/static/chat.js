@@ -1,9 +1,10 @@
 // Mirror chat page: keeps the conversation, POSTs its last turns to /chat (the chat
 // command forwards them to onmt_server), shows the reply; "Another response" asks the
-// sampling model entry again for the same history (a new z).
+// sampling model entry again for the same history (a new z). A reply is shown as text
+// (data.response) and kept in the history as the model's own tokens (data.tokens).
 "use strict";
 const conf = { turns: 2, maxTurnChars: 500 };
-const history = [];  // alternating user / bot turns, as sent to the server
+const history = [];  // alternating user turns as typed / bot turns as tokens
 let lastBot = null;  // the bubble of the latest reply, while it answers history's end
 let samples = 0;
 const $ = (id) => document.getElementById(id);
@@ -65,7 +66,7 @@ async function send(event) {
   status("…");
   try {
     const data = await ask(history, false);
-    history.push(data.response);
+    history.push(data.tokens);
     lastBot = bubble("bot", data.response);
     samples = 0;
     setTag(lastBot, "z = prior mean");
@@ -94,9 +95,9 @@ async function another() {
       lastBot.appendChild(alts);
     }
     const old = document.createElement("div");
-    old.textContent = history[history.length - 1];
+    old.textContent = lastBot.querySelector(".text").textContent;
     alts.appendChild(old);
-    history[history.length - 1] = data.response;
+    history[history.length - 1] = data.tokens;
     lastBot.querySelector(".text").textContent = data.response;
     samples += 1;
     setTag(lastBot, "z sampled from the prior (#" + samples + ")");
