@@ -3,8 +3,15 @@
     onmt_server --ip 127.0.0.1 --port 5000 -m examples/server/mirror.conf.json &
     python -m onmt_mirror.chat --server http://127.0.0.1:5000/translator --port 8000
     # then open http://127.0.0.1:8000/
+
+    python -m onmt_mirror.chat --cli -model CKPT [onmt_translate options]
+    # the same conversation in this terminal, no server (onmt_mirror/chat/terminal.py)
+
+Both listen on / serve only this machine: the page has no authentication, and a model
+server open to the network lets anyone use (and slow down) it.
 """
 import argparse
+import sys
 
 from onmt_mirror.chat.proxy import ChatConfig, make_server
 
@@ -38,10 +45,17 @@ def build_parser():
     p.add_argument("--threads", type=int, default=d.threads,
                    help="requests handled at once (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    p.add_argument("--cli", action="store_true", help="chat in this terminal instead: "
+                   "python -m onmt_mirror.chat --cli -model CKPT [onmt_translate options]")
     return p
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cli" in argv:
+        from onmt_mirror.chat import terminal  # torch and OpenNMT-py: only for --cli
+
+        return terminal.main([a for a in argv if a != "--cli"])
     args = build_parser().parse_args(argv)
     if args.turns < 1:
         raise SystemExit("--turns must be >= 1")
