@@ -200,7 +200,22 @@ def test_stock_checkpoint_for_mirror_decoding_keeps_the_previous_output(work):
 
 def test_successful_translation_replaces_the_output_whole(work):
     (work / "pred.txt").write_text("previous predictions\n")
-    cli(["onmt_translate", "-model", "run/model_step_2.pt", "-src", "train.src",
-         "-output", "pred.txt", "-max_length", "3"], work)
+    out = cli(["onmt_translate", "-model", "run/model_step_2.pt", "-src", "train.src",
+               "-output", "pred.txt", "-max_length", "3"], work)
+    assert "<unk>" not in out.stderr  # a tokenised -src: no warning
     assert len((work / "pred.txt").read_text().splitlines()) == 6
     assert not list(work.glob(".pred.txt.*"))  # no temporary file left behind
+
+
+def test_untokenised_src_gets_an_unknown_word_warning(work):
+    """Typed text ("tea?") where the corpus has "tea ?": 5 of 16 tokens unknown; none once
+    tokenised like the corpus. A warning, and the translation still runs."""
+    (work / "typed.src").write_text("do you like tea? __eou__ yes, very much.\n"
+                                    "where is the station? __eou__ it is near the bank.\n")
+    out = cli(["onmt_translate", "-model", "run/model_step_2.pt", "-src", "typed.src",
+               "-output", "typed_pred.txt", "-max_length", "3"], work)
+    assert ("-src typed.src: 31.2% of the tokens in its first 2 lines are not in the "
+            "model's vocabulary and are read as <unk>; is it tokenised like the training "
+            "data? (tokenised as the training data was, 0.0%: see docs/server.md, "
+            '"Typed text")') in out.stderr
+    assert len((work / "typed_pred.txt").read_text().splitlines()) == 2

@@ -56,3 +56,18 @@ def detokenize(tokens):
 def unknown_tokens(tokens, vocabulary):
     """The tokens of a space-separated string that the vocabulary lacks, in order."""
     return [t for t in tokens.split() if t not in vocabulary]
+
+
+def unknown_shares(lines, vocabulary, sep):
+    """Dialogue-history lines -> (share of their tokens the vocabulary lacks, the same
+    share once each turn is tokenised as the corpus was); turn separators not counted."""
+    tokens = retokenised = unknown = unknown_after = 0
+    for line in lines:
+        for turn in " ".join(line.split()).split(" %s " % sep):
+            words = [w for w in turn.split() if w != sep]
+            tokens += len(words)
+            unknown += len(unknown_tokens(" ".join(words), vocabulary))
+            after = tokenize(" ".join(words), vocabulary)
+            retokenised += len(after.split())
+            unknown_after += len(unknown_tokens(after, vocabulary))
+    return unknown / max(tokens, 1), unknown_after / max(retokenised, 1)
