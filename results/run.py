@@ -1,33 +1,48 @@
-"""Train recipes side by side on one GPU, decode their best checkpoints, pack the results.
+"""Train recipes side by side on one GPU, decode them fairly, pack the results.
 
     python results/run.py PLAN.yaml --work run/study --out OUT [--phase train|decode|all]
-                          [--budget SECONDS] [--jobs a,b]
+                          [--budget SECONDS] [--jobs a,b] [--data data/dailydialog]
 
-PLAN (results/latent.yaml is one) names the jobs (a recipe and extra onmt_train options
-each) and the decodings (onmt_translate options, run on each job's best checkpoint).
+A plan (results/latent.yaml, results/comparison.yaml) names jobs and how to decode them:
 
-- train: every job runs at once on the one GPU (batch 128 is host-bound: four trainings
-  kept an H200 96-97% busy), each with its own log under WORK/<job>/. A job ends at its
-  -train_steps or after --budget seconds (then it is stopped; the plugin's atomic saves
-  leave only complete checkpoints). The first job to fail stops the others, and its log's
-  tail is printed. A job that has checkpoints but is not done resumes with -train_from
-  (exact resume, docs/reliability.md): a lent machine keeps nothing between commands, so
-  a plan either trains to a step count in one command or chains commands while it is warm.
-- decode: each decoding of each job on its best checkpoint (the lowest validation
-  perplexity the log reports, by -mirror_select for Mirror-type models), up to --parallel
-  decodings at a time, into WORK/<job>/<decoding>.txt.
-- OUT gets one tarball with every log, prediction and status.json (a lent machine returns
-  at most 8 files).
+- jobs.<name>: `config` (a recipe; none for a job that only re-ranks another's output),
+  `kind` (stock, latent or mirror: which decodings apply), `args` (extra onmt_train
+  options), `decode: false` (a model only others use), `needs` (jobs whose decoding must
+  finish first) and `steps` (shell commands run after its decodings, with {data} {work}
+  {dir} {model} {dir:JOB} {model:JOB}).
+- decodings.<name>: onmt_translate options on top of `decode_args`, for the `kinds` given,
+  into WORK/<job>/<name>.txt (`src` names a file of --data or of WORK/data).
+- search: one decoding search space for every system, tuned on `src` (a validation
+  subset) by `objective` (bleu1..4): each setting is decoded, the best by the objective is
+  decoded on the test windows into test.tuned.txt, and search.json reports every setting.
+  A setting with `rerank: true` writes K x n-best candidates and their scores
+  (-mirror_rerank_scores); its lambda and gamma are tuned on the subset first.
+- subsets.<name>: {split, lines}: the first lines of data/<split>.{src,tgt} as
+  WORK/data/<name>.{src,tgt}.
+
+Phases. train: every job at once on the one GPU (batch 128 is host-bound: four trainings
+kept an H200 96-97% busy), each logging to WORK/<job>/; a job ends at its -train_steps or
+after --budget seconds (the plugin's atomic saves leave only complete checkpoints); the
+first failure stops the others and prints the failing job's log. A job that has
+checkpoints but is not done resumes with -train_from (exact resume): a lent machine keeps
+nothing between commands, so a plan trains to a step count in one command or chains
+commands while the machine is warm. decode: each job's pipeline (decodings, search, steps)
+on its best checkpoint (the lowest validation perplexity in its log: for Mirror-type models
+-mirror_select says which), up to --parallel pipelines at a time; a finished pipeline is
+not run again. OUT gets one tarball of every log, prediction and JSON (a lent machine
+returns at most 8 files).
 """
 import argparse
 import glob
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import yaml
@@ -35,6 +50,7 @@ import yaml
 VALID_PPL = re.compile(r"Validation perplexity: ([0-9.e+-]+)")
 STEP = re.compile(r"Step\s+(\d+)/")
 BEST = re.compile(r"Best validation perplexity so far \(([0-9.e+-]+),.*\): (\S+)")
+KINDS = ("stock", "latent", "mirror")
 
 
 def log(msg):
@@ -48,24 +64,22 @@ class RunError(Exception):
 def read_plan(path):
     with open(path, encoding="utf-8") as f:
         plan = yaml.safe_load(f)
-    for key in ("jobs", "decodings"):
-        if not isinstance(plan.get(key), dict) or not plan[key]:
-            raise RunError("%s: needs a non-empty '%s' mapping" % (path, key))
+    if not isinstance(plan, dict) or not isinstance(plan.get("jobs"), dict):
+        raise RunError("%s: needs a 'jobs' mapping" % path)
+    for name, job in plan["jobs"].items():
+        if job.get("kind", "stock") not in KINDS:
+            raise RunError("%s: job %s: kind must be one of %s" % (path, name, KINDS))
+        for other in job.get("needs", []):
+            if other not in plan["jobs"]:
+                raise RunError("%s: job %s needs an unknown job %s" % (path, name, other))
     return plan
 
 
-def job_dir(work, name):
-    path = os.path.join(work, name)
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def checkpoints(folder):
-    """Regular checkpoints, by step (the best-checkpoint copies excluded)."""
-    found = []
-    for path in glob.glob(os.path.join(folder, "model_step_*.pt")):
-        found.append((int(path.rsplit("_", 1)[1][:-3]), path))
-    return [p for _, p in sorted(found)]
+def tail(path, lines=30):
+    if not os.path.exists(path):
+        return "(no log)"
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
 
 
 def status_of(folder):
@@ -76,38 +90,46 @@ def status_of(folder):
         return json.load(f)
 
 
+def write_json(path, data):
+    tmp = "%s.%d.tmp" % (path, threading.get_ident())  # pipelines write side by side
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
 def write_status(folder, **fields):
-    status = dict(status_of(folder), **fields)
-    with open(os.path.join(folder, "status.json.tmp"), "w", encoding="utf-8") as f:
-        json.dump(status, f, indent=1)
-    os.replace(os.path.join(folder, "status.json.tmp"),
-               os.path.join(folder, "status.json"))
+    write_json(os.path.join(folder, "status.json"), dict(status_of(folder), **fields))
 
 
+def checkpoints(folder):
+    """Regular checkpoints by step (the best-checkpoint copies are not among them)."""
+    found = [(int(p.rsplit("_", 1)[1][:-3]), p)
+             for p in glob.glob(os.path.join(folder, "model_step_*.pt"))]
+    return [p for _, p in sorted(found)]
+
+
+# -- training --------------------------------------------------------------------------
 def train_command(plan, name, folder):
     job = plan["jobs"][name]
     cmd = ["onmt_train", "-config", job["config"], "-save_model",
            os.path.join(folder, "model"), "-log_file", os.path.join(folder, "train.log")]
     cmd += [str(a) for a in plan.get("train_args", []) + job.get("args", [])]
     done = checkpoints(folder)
-    if done:
-        cmd += ["-train_from", done[-1]]
-    return cmd
+    return cmd + (["-train_from", done[-1]] if done else [])
 
 
-def tail(path, lines=30):
-    if not os.path.exists(path):
-        return "(no log)"
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
+def stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait()
 
 
 def train(plan, work, names, budget):
     procs = {}
     for name in names:
-        folder = job_dir(work, name)
-        if status_of(folder).get("trained"):
-            log("%s: trained already" % name)
+        folder = os.path.join(work, name)
+        os.makedirs(folder, exist_ok=True)
+        if not plan["jobs"][name].get("config") or status_of(folder).get("trained"):
             continue
         cmd = train_command(plan, name, folder)
         log("%s: %s" % (name, " ".join(cmd)))
@@ -122,33 +144,35 @@ def train(plan, work, names, budget):
             over = budget and time.time() - start > budget
             if code is None and not over:
                 continue
-            if code is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait()
+            stop(proc)
             out.close()
             del procs[name]
-            steps = [int(s) for s in STEP.findall(tail(os.path.join(folder, "train.log"),
-                                                       400))]
             if code not in (None, 0):
-                for other, (p, _, o) in procs.items():
-                    os.killpg(p.pid, signal.SIGTERM)
-                    p.wait()
+                for p, _, o in procs.values():
+                    stop(p)
                     o.close()
                 raise RunError("%s failed (exit %d); the end of its log:\n%s" % (
                     name, code, tail(os.path.join(folder, "stdout.log"))))
-            write_status(folder, trained=code == 0, last_step=max(steps, default=0),
-                         seconds=round(time.time() - start))
+            steps = [int(s) for s in STEP.findall(tail(os.path.join(folder, "train.log"),
+                                                       400))]
+            last = max(steps, default=0)
+            write_status(folder, trained=code == 0, last_step=last,
+                         seconds=round(time.time() - start) + status_of(folder).get(
+                             "seconds", 0))
             log("%s: %s at step %d" % (name, "done" if code == 0 else "stopped (budget)",
-                                       max(steps, default=0)))
+                                       last))
 
 
+# -- decoding --------------------------------------------------------------------------
 def best_checkpoint(folder):
-    """The Mirror best-checkpoint copy with the lowest logged perplexity; else the regular
-    checkpoint at the step with the lowest logged validation perplexity; else the last."""
-    text = tail(os.path.join(folder, "train.log"), 100000)
+    """(path, validation perplexity): Mirror's best-checkpoint copy with the lowest logged
+    perplexity; else the regular checkpoint whose step logged the lowest validation
+    perplexity; else the last checkpoint (perplexity None)."""
+    text = tail(os.path.join(folder, "train.log"), 10 ** 7)
     best = [(float(p), path) for p, path in BEST.findall(text) if os.path.exists(path)]
     if best:
-        return min(best)[1], min(best)[0]
+        ppl, path = min(best)
+        return path, ppl
     by_step, step = {}, 0
     for line in text.splitlines():
         m = STEP.search(line)
@@ -159,50 +183,173 @@ def best_checkpoint(folder):
     saved = {int(p.rsplit("_", 1)[1][:-3]): p for p in checkpoints(folder)}
     scored = [(by_step[s], p) for s, p in saved.items() if s in by_step]
     if scored:
-        return min(scored)[1], min(scored)[0]
+        ppl, path = min(scored)
+        return path, ppl
     if saved:
         return saved[max(saved)], None
     raise RunError("%s: no checkpoint to decode" % folder)
 
 
+class Pipeline:
+    """One job's decodings, search and steps, run one after the other (a thread)."""
+
+    def __init__(self, plan, name, work, data):
+        self.plan, self.name, self.work, self.data = plan, name, work, data
+        self.job = plan["jobs"][name]
+        self.kind = self.job.get("kind", "stock")
+        self.dir = os.path.join(work, name)
+        self.log_path = os.path.join(self.dir, "pipeline.log")
+        self.error = None
+
+    def model(self, name=None):
+        folder = os.path.join(self.work, name or self.name)
+        path, ppl = best_checkpoint(folder)
+        write_status(folder, decoded_from=os.path.basename(path), best_valid_ppl=ppl)
+        return path
+
+    def expand(self, text):
+        def sub(m):
+            key, _, job = m.group(1).partition(":")
+            if key == "model":
+                return self.model(job or None)
+            if key == "dir":
+                return os.path.join(self.work, job) if job else self.dir
+            return {"data": self.data, "work": self.work}[key]
+        return re.sub(r"\{(model(?::\w+)?|dir(?::\w+)?|data|work)\}", sub, str(text))
+
+    def src(self, name):
+        subset = os.path.join(self.work, "data", name)
+        return subset if os.path.exists(subset) else os.path.join(self.data, name)
+
+    def sh(self, cmd):
+        with open(self.log_path, "a", encoding="utf-8") as out:
+            out.write("$ %s\n" % cmd)
+            out.flush()
+            code = subprocess.call(["bash", "-c", cmd], stdout=out, stderr=subprocess.STDOUT)
+        if code:
+            raise RunError("%s: `%s` failed (exit %d); the end of its log:\n%s"
+                           % (self.name, cmd, code, tail(self.log_path)))
+
+    def translate(self, src, output, args, model=None):
+        args = [self.expand(a) for a in self.plan.get("decode_args", []) + list(args)]
+        self.sh(" ".join(shlex.quote(a) for a in [
+            "onmt_translate", "-model", model or self.model(), "-src", self.src(src),
+            "-output", output] + args))
+
+    def applies(self, spec):
+        return self.kind in spec.get("kinds", KINDS)
+
+    def run(self):
+        try:
+            if self.job.get("config") and self.job.get("decode", True):
+                for run, spec in self.plan.get("decodings", {}).items():
+                    output = os.path.join(self.dir, run + ".txt")
+                    if self.applies(spec) and not os.path.exists(output):
+                        log("%s: decode %s" % (self.name, run))
+                        self.translate(spec.get("src", "test.src"), output,
+                                       spec.get("args", []))
+                if self.plan.get("search"):
+                    self.search(self.plan["search"])
+            for step in self.job.get("steps", []):
+                log("%s: %s" % (self.name, step[:70]))
+                self.sh(self.expand(step))
+            open(os.path.join(self.dir, "pipeline.done"), "w").close()
+        except RunError as e:
+            self.error = e
+
+    def search(self, space):
+        """Decode every setting on the subset, keep the best by the objective."""
+        from onmt_mirror.evaluate.metrics import bleu, tokenize
+
+        objective = space.get("objective", "bleu2")
+        ref_path = self.src(space["ref"])
+        with open(ref_path, encoding="utf-8") as f:
+            refs = [tokenize(line) for line in f]
+        folder = os.path.join(self.dir, "search")
+        os.makedirs(folder, exist_ok=True)
+        results = {}
+        for setting, spec in space["settings"].items():
+            if not self.applies(spec):
+                continue
+            out = os.path.join(folder, setting + ".txt")
+            args = list(spec.get("args", []))
+            if spec.get("rerank"):
+                scores = os.path.join(folder, setting + ".tsv")
+                tuned = os.path.join(folder, setting + ".json")
+                if not os.path.exists(tuned):
+                    self.translate(space["src"], out, args + ["-mirror_rerank_scores",
+                                                              scores])
+                    self.sh("python -m onmt_mirror.rerank tune --scores %s --ref %s "
+                            "--objective %s --lambdas %s --gammas=%s --output %s"
+                            % (scores, ref_path, objective, spec.get("lambdas", "0:1:0.25"),
+                               spec.get("gammas", "-1:1:0.5"), tuned))
+                with open(tuned, encoding="utf-8") as f:
+                    params = json.load(f)
+                results[setting] = {"value": params["value"], "lambda": params["lambda"],
+                                    "gamma": params["gamma"], "args": args}
+                continue
+            if not os.path.exists(out):
+                self.translate(space["src"], out, args)
+            with open(out, encoding="utf-8") as f:
+                hyps = [tokenize(line) for line in f]
+            results[setting] = {"value": bleu(refs, hyps)[objective], "args": args}
+        chosen = max(results, key=lambda s: results[s]["value"])
+        write_json(os.path.join(self.dir, "search.json"),
+                   {"objective": objective, "subset": space["src"], "chosen": chosen,
+                    "settings": results})
+        log("%s: decoding setting %s (%s %.4f on %s)" % (
+            self.name, chosen, objective, results[chosen]["value"], space["src"]))
+        output = os.path.join(self.dir, "test.tuned.txt")
+        spec = results[chosen]
+        if "lambda" not in spec:
+            self.translate("test.src", output, spec["args"])
+            return
+        scores = os.path.join(self.dir, "test.tuned.tsv")
+        self.translate("test.src", os.path.join(self.dir, "test.candidates.txt"),
+                       spec["args"] + ["-mirror_rerank_scores", scores])
+        self.sh("python -m onmt_mirror.rerank apply --scores %s --params %s --output %s"
+                % (scores, os.path.join(folder, chosen + ".json"), output))
+
+
+def make_subsets(plan, work, data):
+    os.makedirs(os.path.join(work, "data"), exist_ok=True)
+    for name, spec in plan.get("subsets", {}).items():
+        for ext in ("src", "tgt"):
+            with open(os.path.join(data, "%s.%s" % (spec["split"], ext)),
+                      encoding="utf-8") as f:
+                lines = [line for _, line in zip(range(spec["lines"]), f)]
+            with open(os.path.join(work, "data", "%s.%s" % (name, ext)), "w",
+                      encoding="utf-8") as f:
+                f.writelines(lines)
+
+
 def decode(plan, work, names, data, parallel):
-    queue = []
-    for name in names:
-        folder = job_dir(work, name)
-        model, ppl = best_checkpoint(folder)
-        write_status(folder, decoded_from=os.path.basename(model), best_valid_ppl=ppl)
-        kind = plan["jobs"][name].get("kind", "stock")
-        for run, spec in plan["decodings"].items():
-            if kind not in spec.get("kinds", ["stock", "latent"]):
-                continue
-            output = os.path.join(folder, run + ".txt")
-            if os.path.exists(output):
-                continue
-            src = os.path.join(data, spec.get("src", "test.src"))
-            cmd = ["onmt_translate", "-model", model, "-src", src, "-output", output]
-            cmd += [str(a) for a in plan.get("decode_args", []) + spec.get("args", [])]
-            queue.append((name, run, cmd, os.path.join(folder, run + ".log")))
-    running = []
-    while queue or running:
-        while queue and len(running) < parallel:
-            name, run, cmd, log_path = queue.pop(0)
-            log("decode %s/%s" % (name, run))
-            out = open(log_path, "w", encoding="utf-8")
-            running.append((name, run, subprocess.Popen(cmd, stdout=out,
-                                                        stderr=subprocess.STDOUT), out,
-                            log_path))
+    make_subsets(plan, work, data)
+    pending = [n for n in names
+               if not os.path.exists(os.path.join(work, n, "pipeline.done"))]
+    finished = set(names) - set(pending)
+    running = {}
+    while pending or running:
+        for name in list(pending):
+            needs = set(plan["jobs"][name].get("needs", [])) & set(names)
+            if len(running) < parallel and needs <= finished:
+                pipe = Pipeline(plan, name, work, data)
+                os.makedirs(pipe.dir, exist_ok=True)
+                thread = threading.Thread(target=pipe.run)
+                thread.start()
+                running[name] = (pipe, thread)
+                pending.remove(name)
         time.sleep(1)
-        for item in list(running):
-            name, run, proc, out, log_path = item
-            if proc.poll() is None:
+        for name, (pipe, thread) in list(running.items()):
+            if thread.is_alive():
                 continue
-            out.close()
-            running.remove(item)
-            if proc.returncode:
-                for *_, p, o, _ in running:
-                    p.kill()
-                raise RunError("decoding %s/%s failed; the end of its log:\n%s"
-                               % (name, run, tail(log_path)))
+            del running[name]
+            if pipe.error:
+                for p, t in running.values():
+                    t.join()
+                raise pipe.error
+            finished.add(name)
+            log("%s: decoded" % name)
 
 
 def pack(work, out, names):
@@ -210,9 +357,10 @@ def pack(work, out, names):
     target = os.path.join(out, "results.tar.gz")
     with tarfile.open(target, "w:gz") as tar:
         for name in names:
-            for path in sorted(glob.glob(os.path.join(work, name, "*"))):
+            for path in sorted(glob.glob(os.path.join(work, name, "*")) +
+                               glob.glob(os.path.join(work, name, "search", "*"))):
                 if path.endswith((".txt", ".log", ".json")):
-                    tar.add(path, arcname=os.path.join(name, os.path.basename(path)))
+                    tar.add(path, arcname=os.path.relpath(path, work))
     log("packed %s" % target)
 
 
@@ -228,6 +376,7 @@ def main(argv=None):
     parser.add_argument("--jobs", default=None, help="comma-separated subset of jobs")
     parser.add_argument("--parallel", type=int, default=4)
     args = parser.parse_args(argv)
+    names = []
     try:
         plan = read_plan(args.plan)
         names = args.jobs.split(",") if args.jobs else list(plan["jobs"])
@@ -243,7 +392,7 @@ def main(argv=None):
         return 1
     finally:
         if args.out:
-            pack(args.work, args.out, names if "names" in locals() else [])
+            pack(args.work, args.out, names)
     return 0
 
 
