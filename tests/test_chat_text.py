@@ -1,4 +1,5 @@
 """Typed text <-> corpus tokens (onmt_mirror/chat/text.py) and the server hook that uses it."""
+import json
 from argparse import Namespace
 
 import pytest
@@ -63,3 +64,15 @@ def test_request_limits(text, custom, message):
     with pytest.raises(RequestRefused) as err:
         history_to_source(text, OPT, custom, VOCAB)
     assert str(err.value) == message
+
+
+def test_the_human_evaluation_page_shows_detokenised_text():
+    from onmt_mirror.evaluate.human_page import render
+
+    page = render("kit", "ann", [{"id": 1, "context": ["do you like tea ?"],
+                                  "query": "yes , very much .", "A": "i don't know .",
+                                  "B": "then let us have some tea ."}])
+    data = page.split('id="kit-data">')[1].split("</script>")[0]
+    assert json.loads(data)["items"] == [{
+        "id": 1, "context": ["do you like tea?"], "query": "yes, very much.",
+        "A": "i don't know.", "B": "then let us have some tea."}]

@@ -2,12 +2,14 @@
 
 No external resources (it must work offline, from a file:// URL, in any browser); the
 items are embedded as JSON and drawn with textContent, so response text cannot inject
-markup. Choices are kept in localStorage (a reload loses nothing) and exported as a JSON
+markup. Turns and responses are shown detokenised (sacremoses, onmt_mirror/chat/text.py). Choices are kept in localStorage (a reload loses nothing) and exported as a JSON
 file that `python -m onmt_mirror.evaluate.human_kit aggregate` reads. Which system wrote
 which response is not in the page: that lives in the kit's key.json.
 """
 import html
 import json
+
+from onmt_mirror.chat.text import detokenize
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -112,7 +114,12 @@ show();
 
 
 def render(kit_id, annotator, items):
-    """items: [{id, context: [turns], query, A, B}] in the order this annotator sees them."""
+    """items: [{id, context: [turns], query, A, B}] in the order this annotator sees them,
+    as tokens; the page shows them detokenised ("yes , very much ." -> "yes, very much."),
+    as people write, so that annotators judge the replies and not the tokenisation."""
+    items = [dict(item, context=[detokenize(t) for t in item["context"]],
+                  query=detokenize(item["query"]), A=detokenize(item["A"]),
+                  B=detokenize(item["B"])) for item in items]
     data = json.dumps({"kit": kit_id, "annotator": annotator, "items": items}, ensure_ascii=False)
     data = data.replace("<", "\\u003c")  # no "</script>" can end the data block early
     return (TEMPLATE.replace("__ANNOTATOR__", html.escape(annotator))
