@@ -16,16 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from onmt_mirror.chat.proxy import BadRequest, ChatConfig, check_request, make_server
-from test_server import DIALOGUES, free_port, post, start_stock_server
+from test_server import SHOWN, free_port, post, start_stock_server
 
 REPO_DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          "docs")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ANSWERS = [y for c, x, y in DIALOGUES if (c, x) == ("hello .", "how are you ?")]
-SHOWN = {"i am fine , thanks .": "i am fine, thanks.", "not bad , and you ?":
-         "not bad, and you?", "a bit tired today .": "a bit tired today.",
-         "great , i just got a new job .": "great, i just got a new job."}
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]
 
@@ -84,7 +80,7 @@ def test_chat_endpoint_forwards_and_reports_errors_as_json(chat):
     model answers its trained reply); the reply comes as tokens and as text to show."""
     status, out = post(chat + "/chat", {"history": ["how are you?"]})
     assert status == 200 and out["src"] == "how are you?" and out["model_id"] == 100
-    assert out["tokens"] in ANSWERS and out["response"] == SHOWN[out["tokens"]]
+    assert out["tokens"] in SHOWN and out["response"] == SHOWN[out["tokens"]]
     status, out = post(chat + "/chat", {"history": ["Do you like tea?", "Yes, very much."]})
     assert (status, out["tokens"], out["response"]) == (
         200, "then let us have some tea .", "then let us have some tea.")

@@ -15,11 +15,8 @@ import torch
 
 from onmt_mirror.chat import terminal
 from onmt_mirror.models import mirror
-from test_server import CHECKPOINT, tiny_checkpoint
+from test_server import CHECKPOINT, SHOWN, tiny_checkpoint
 
-SHOWN = {"i am fine , thanks .": "i am fine, thanks.", "not bad , and you ?":
-         "not bad, and you?", "a bit tired today .": "a bit tired today.",
-         "great , i just got a new job .": "great, i just got a new job."}
 Q = "｟mirror_query｠"
 OPTIONS = ["-beam_size", "5", "-max_length", "20", "-seed", "1"]
 

@@ -34,6 +34,10 @@ DIALOGUES = [
     ("hello .", "how are you ?", "great , i just got a new job ."),
 ]
 HOWDY = "hello . __eou__ how are you ?"
+# HOWDY's four replies as the chat shows them (detokenised)
+SHOWN = {"i am fine , thanks .": "i am fine, thanks.", "not bad , and you ?":
+         "not bad, and you?", "a bit tired today .": "a bit tired today.",
+         "great , i just got a new job .": "great, i just got a new job."}
 CHECKPOINT = "model_step_300.pt"
 
 

@@ -2,9 +2,10 @@
 
 No external resources (it must work offline, from a file:// URL, in any browser); the
 items are embedded as JSON and drawn with textContent, so response text cannot inject
-markup. Turns and responses are shown detokenised (sacremoses, onmt_mirror/chat/text.py). Choices are kept in localStorage (a reload loses nothing) and exported as a JSON
-file that `python -m onmt_mirror.evaluate.human_kit aggregate` reads. Which system wrote
-which response is not in the page: that lives in the kit's key.json.
+markup. Turns and responses are shown detokenised (sacremoses, onmt_mirror/chat/text.py).
+Choices are kept in localStorage (a reload loses nothing) and exported as a JSON file that
+`python -m onmt_mirror.evaluate.human_kit aggregate` reads. Which system wrote which
+response is not in the page: that lives in the kit's key.json.
 """
 import html
 import json
