@@ -654,3 +654,59 @@ def _translate_batch(self, batch, attn_debug):
 
 _Translator.from_opt = classmethod(_translator_from_opt_multi_z)
 _Translator.translate_batch = _translate_batch
+
+
+# U1. Usability — a GPU recipe on a machine without CUDA, and -tensorboard without the
+#     tensorboard package. Stock OpenNMT-py fails late, with a traceback: onmt_train
+#     with gpu_ranks [0] on a CPU-only torch ("module 'torch._C' has no attribute
+#     '_cuda_setDevice'"), onmt_translate -gpu 0 ("Torch not compiled with CUDA
+#     enabled"), tensorboard: true (ModuleNotFoundError once the model is built). The
+#     option checks of train and translate (onmt_server's too) run before anything is
+#     loaded or written; they now name the option to change in one line.
+import importlib.util  # noqa: E402
+
+_Parser = onmt.utils.parse.ArgumentParser
+_usability_validate_train_opts = _Parser.validate_train_opts.__func__
+_usability_validate_translate_opts = _Parser.validate_translate_opts.__func__
+
+
+def _cuda_found():
+    """(number of CUDA devices, why there are none) for the error line."""
+    if torch.version.cuda is None:
+        return 0, "torch %s is built without CUDA" % torch.__version__
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return count, "torch sees %d CUDA device%s" % (count, "" if count == 1 else "s")
+
+
+def _check_gpus(opt):
+    ranks = list(getattr(opt, "gpu_ranks", None) or [])
+    gpu = getattr(opt, "gpu", -1)
+    if not ranks and (gpu is None or gpu < 0):
+        return
+    count, found = _cuda_found()
+    if len(ranks) > count:
+        raise MirrorError("-gpu_ranks %s needs %d CUDA GPU%s, but %s: to run on the CPU, "
+                          "give -gpu_ranks with no value (and -world_size 1)"
+                          % (" ".join(map(str, ranks)), len(ranks),
+                             "" if len(ranks) == 1 else "s", found))
+    if gpu is not None and gpu >= count:
+        raise MirrorError("-gpu %d needs a CUDA GPU, but %s: to run on the CPU, use -gpu -1"
+                          % (gpu, found))
+
+
+def _validate_train_opts_usability(cls, opt):
+    _usability_validate_train_opts(cls, opt)
+    _check_gpus(opt)
+    if getattr(opt, "tensorboard", False) and importlib.util.find_spec("tensorboard") is None:
+        raise MirrorError("-tensorboard needs the tensorboard package: pip install "
+                          "'onmt-mirror[tb]' (or pip install tensorboard), or set "
+                          "tensorboard: false")
+
+
+def _validate_translate_opts_usability(cls, opt):
+    _usability_validate_translate_opts(cls, opt)
+    _check_gpus(opt)
+
+
+_Parser.validate_train_opts = classmethod(_validate_train_opts_usability)
+_Parser.validate_translate_opts = classmethod(_validate_translate_opts_usability)

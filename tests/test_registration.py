@@ -10,6 +10,7 @@ import yaml
 import spawn_probe
 
 BIN = os.path.dirname(sys.executable)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def python(code, **env):
@@ -105,3 +106,44 @@ def test_mirror_adam_is_fused_on_cuda_only():
     assert not plain.defaults["fused"]
     assert sum(p.numel() for g in fused.param_groups for p in g["params"]) == \
         sum(p.numel() for p in mirror.parameters())
+
+
+CPU_ONLY = pytest.mark.skipif(__import__("torch").cuda.is_available(),
+                              reason="checks the message on a machine without CUDA")
+
+
+@CPU_ONLY
+def test_gpu_recipe_on_a_cpu_machine_is_one_line_naming_the_option(tmp_path):
+    """Registration U1: the paper recipe (gpu_ranks [0]) and -gpu 0, refused before any
+    data or model is read (the files named do not exist)."""
+    (tmp_path / "run" / "dailydialog").mkdir(parents=True)  # for the recipe's log_file
+    train = subprocess.run([os.path.join(BIN, "onmt_train"), "-config",
+                            os.path.join(REPO, "examples", "dailydialog", "mirror.yaml")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 1 and "Traceback" not in train.stderr
+    assert train.stderr.strip().splitlines()[-1].startswith(
+        "onmt_mirror: error: -gpu_ranks 0 needs 1 CUDA GPU, but torch ")
+    assert train.stderr.strip().endswith(
+        ": to run on the CPU, give -gpu_ranks with no value (and -world_size 1)")
+    decode = subprocess.run([os.path.join(BIN, "onmt_translate"), "-model", "none.pt",
+                             "-src", "none.src", "-output", "p.txt", "-gpu", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert decode.returncode == 1 and "Traceback" not in decode.stderr
+    last = decode.stderr.strip().splitlines()[-1]
+    assert last.startswith("onmt_mirror: error: -gpu 0 needs a CUDA GPU, but torch ")
+    assert last.endswith(": to run on the CPU, use -gpu -1")
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path):
+    """Registration U1: tensorboard: true without the package (hidden from this run)."""
+    code = ("import sys; sys.modules['tensorboard'] = None; "
+            "sys.argv = ['onmt_train', '-config', %r, '-log_file', 't.log', '-tensorboard']; "
+            "from onmt.bin.train import main; main()"
+            % os.path.join(REPO, "examples", "dailydialog", "cpu_smoke.yaml"))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "onmt_mirror: error: -tensorboard needs the tensorboard package: pip install "
+        "'onmt-mirror[tb]' (or pip install tensorboard), or set tensorboard: false")
