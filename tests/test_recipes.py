@@ -233,3 +233,52 @@ def test_checkpoint_keeps_every_recipe_value_but_the_tiny_overrides(readme_run):
         assert got == want, (key, got, want)
     assert opt["mirror_z_size"] == 4 and opt["dec_layers"] == 2 and opt["enc_hid_size"] == 16
     assert opt["data"]["train"]["path_src"] == "data/%s/train.src" % corpus
+
+
+def smoke(corpus):
+    return yaml.safe_load((EXAMPLES / corpus / "cpu_smoke.yaml").read_text())
+
+
+@pytest.mark.parametrize("corpus", RECIPES)
+def test_cpu_smoke_config_is_the_recipe_at_toy_sizes_on_the_cpu(corpus, train_options):
+    cfg, toy = recipe(corpus), smoke(corpus)
+    unknown = sorted(set(toy) - train_options)
+    assert not unknown, "onmt_train would silently ignore %s" % unknown
+    assert toy["data"] == cfg["data"]  # the same prepared corpora and transform
+    assert toy["encoder_type"] == cfg["encoder_type"] == "mirror"
+    assert "gpu_ranks" not in toy and toy.get("model_dtype", "fp32") == "fp32"
+    assert toy["hidden_size"] <= 64 and toy["src_vocab_size"] <= 5000
+    assert toy["train_steps"] == toy["save_checkpoint_steps"] <= 300
+    outputs = [toy[k] for k in ("save_data", "src_vocab", "save_model", "log_file")]
+    assert all(path.startswith("run/%s_smoke/" % corpus) for path in outputs)
+    checkpoint = "run/%s_smoke/mirror_step_%d.pt" % (corpus, toy["train_steps"])
+    assert checkpoint in (EXAMPLES / corpus / "cpu_smoke.yaml").read_text()
+    assert checkpoint in (EXAMPLES / corpus / "README.md").read_text()
+
+
+def test_cpu_smoke_config_runs_with_paths_from_flags(tmp_path):
+    """The README's override: corpora (-data, one YAML string) and every output from
+    flags, run from a folder where the YAML's relative paths lead nowhere."""
+    out, cwd = tmp_path / "out", tmp_path / "cwd"
+    cwd.mkdir()
+    corpora = {split: {"path_src": str(DEMO / (split + ".src")),
+                       "path_tgt": str(DEMO / (split + ".tgt")),
+                       "transforms": ["mirror_triple"]} for split in ("train", "valid")}
+    data = yaml.safe_dump(corpora, default_flow_style=True, width=10000).strip()
+    config = str(EXAMPLES / "dailydialog" / "cpu_smoke.yaml")
+    vocab = ["-data", data, "-src_vocab", str(out / "vocab.txt")]
+    for cmd in (["onmt_build_vocab", "-config", config, "-n_sample", "-1", "-save_data",
+                 str(out / "samples")] + vocab,
+                ["onmt_train", "-config", config, "-save_model", str(out / "m"),
+                 "-log_file", str(out / "train.log"), "-train_steps", "2",
+                 "-save_checkpoint_steps", "2", "-valid_steps", "2", "-report_every", "1"]
+                + vocab):
+        proc = subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=cwd,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(cwd.iterdir()) == []  # nothing went to the YAML's run/ or data/
+    log = (out / "train.log").read_text()
+    assert "Mirror step 2;" in log and "Mirror validation;" in log
+    opt = vars(torch.load(out / "m_step_2.pt", weights_only=True)["opt"])
+    assert opt["data"]["train"]["path_src"] == str(DEMO / "train.src")
+    assert opt["src_vocab"] == str(out / "vocab.txt") and opt["hidden_size"] == 64
