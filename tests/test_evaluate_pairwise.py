@@ -35,6 +35,40 @@ def test_compare_with_a_stand_in_encoder():
     assert (row["system"], row["other"], row["wins"], row["losses"], row["ties"]) == ("sys", "base", 1, 0, 1)
 
 
+def test_each_distinct_sentence_is_encoded_once_under_a_progress_bar(monkeypatch):
+    """The references are shared by every system: 3 refs + 4 new hypotheses = 7 texts."""
+    encoded, bars = [], []
+
+    def encode(texts):
+        encoded.extend(texts)
+        return np.eye(8)[[len(t) % 8 for t in texts]]
+
+    class Bar:
+        def __init__(self, iterable=None, total=None, **kwargs):
+            self.iterable, self.total, self.done = iterable, total, 0
+            bars.append(self)
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            self.done += n
+
+    monkeypatch.setattr(pairwise, "progress", Bar)
+    refs = ["r one", "r two", "r three"]
+    hyps = {"a": ["x", "r two", "y"], "b": ["x", "z", "w"], "c": ["r one", "x", "x"]}
+    rows = pairwise.compare(encode, refs, hyps, reps=10)
+    assert sorted(encoded) == sorted(set(refs) | {"x", "y", "z", "w"})
+    assert (bars[0].total, bars[0].done) == (7, 7)
+    assert [r["other"] for r in rows] == ["b", "c"] and list(bars[1].iterable) == ["b", "c"]
+
+
 def test_table1_counts_and_bootstrap():
     row = table1_row("a", "b", [1] * 6 + [-1] * 3 + [0] * 1, reps=2000, seed=3)
     assert (row["wins"], row["losses"], row["ties"], row["n"]) == (6, 3, 1, 10)

@@ -8,10 +8,11 @@ The JSON maps each system name to its metrics (BLEU, Distinct and shares as frac
 """
 import argparse
 import json
+import sys
 
 from . import word_vectors
 from .embedding_metrics import embedding_metrics
-from .inputs import InputError, parse_named, read_parallel, run_cli
+from .inputs import InputError, parse_named, progress, read_parallel, run_cli
 from .metrics import overlap_metrics
 
 COLUMNS = [("bleu1", "BLEU-1", 100), ("bleu2", "BLEU-2", 100), ("bleu3", "BLEU-3", 100),
@@ -22,11 +23,12 @@ EMB_COLUMNS = [("emb_average", "Emb Avg"), ("emb_extrema", "Emb Ext"), ("emb_gre
 
 
 def score_systems(ref_lines, hyps, vectors):
-    """{name: hyp lines} -> {name: metrics}."""
+    """{name: hyp lines} -> {name: metrics}, one system at a time under a progress bar."""
     return {
         name: dict(overlap_metrics(ref_lines, lines), **embedding_metrics(vectors, ref_lines, lines),
                    n=len(ref_lines))
-        for name, lines in hyps.items()
+        for name, lines in progress(hyps.items(), total=len(hyps), desc="metrics",
+                                    unit=" systems")
     }
 
 
@@ -72,6 +74,7 @@ def main(argv=None):
     if not ref:
         raise InputError("%s is empty" % args.ref)
     hyps = {name: texts["hyp:" + name] for name, _ in systems}
+    print("metrics: loading the word vectors", file=sys.stderr)
     vectors = word_vectors.load(args.vectors, word_vectors.vocabulary(
         ref + [line for lines in hyps.values() for line in lines]))
     scores = score_systems(ref, hyps, vectors)

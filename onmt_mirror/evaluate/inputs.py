@@ -66,6 +66,14 @@ def split_src(line):
     return turns[:-1], turns[-1]
 
 
+def progress(iterable=None, **kwargs):
+    """A tqdm bar on stderr for an evaluator's long loop. Shown on a terminal only
+    (disable=None), so logs, pipes and the printed tables stay clean."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=None, dynamic_ncols=True, **kwargs)
+
+
 def run_cli(main, argv=None):
     """Run `main(argv)`; turn InputError into one line on stderr and exit status 2."""
     try:

