@@ -49,6 +49,7 @@ import yaml
 
 VALID_PPL = re.compile(r"Validation perplexity: ([0-9.e+-]+)")
 STEP = re.compile(r"Step\s+(\d+)/")
+SAVED = re.compile(r"Saving checkpoint \S+_step_(\d+)\.pt")
 BEST = re.compile(r"Best validation perplexity so far \(([0-9.e+-]+),.*\): (\S+)")
 KINDS = ("stock", "latent", "mirror")
 
@@ -166,20 +167,22 @@ def train(plan, work, names, budget):
 # -- decoding --------------------------------------------------------------------------
 def best_checkpoint(folder):
     """(path, validation perplexity): Mirror's best-checkpoint copy with the lowest logged
-    perplexity; else the regular checkpoint whose step logged the lowest validation
-    perplexity; else the last checkpoint (perplexity None)."""
+    perplexity; else the regular checkpoint saved right after the validation with the
+    lowest perplexity (the trainer validates, then saves, at the same step); else the
+    last checkpoint (perplexity None)."""
     text = tail(os.path.join(folder, "train.log"), 10 ** 7)
     best = [(float(p), path) for p, path in BEST.findall(text) if os.path.exists(path)]
     if best:
         ppl, path = min(best)
         return path, ppl
-    by_step, step = {}, 0
+    by_step, last = {}, None
     for line in text.splitlines():
-        m = STEP.search(line)
-        step = int(m.group(1)) if m else step
         m = VALID_PPL.search(line)
         if m:
-            by_step[step] = float(m.group(1))
+            last = float(m.group(1))
+        m = SAVED.search(line)
+        if m and last is not None:
+            by_step[int(m.group(1))], last = last, None
     saved = {int(p.rsplit("_", 1)[1][:-3]): p for p in checkpoints(folder)}
     scored = [(by_step[s], p) for s, p in saved.items() if s in by_step]
     if scored:
@@ -377,6 +380,11 @@ def main(argv=None):
     parser.add_argument("--parallel", type=int, default=4)
     args = parser.parse_args(argv)
     names = []
+
+    def stopped(signum, frame):  # a device command's time limit: still pack what exists
+        raise RunError("stopped by signal %d" % signum)
+
+    signal.signal(signal.SIGTERM, stopped)
     try:
         plan = read_plan(args.plan)
         names = args.jobs.split(",") if args.jobs else list(plan["jobs"])
