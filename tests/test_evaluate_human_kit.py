@@ -41,7 +41,7 @@ def test_make_kit_is_seeded_and_hides_systems():
     for page in pages.values():
         assert "sys" not in page  # no system name anywhere in the page
         assert "http" not in page.replace("http-equiv", "")  # self-contained
-        assert "turn " in page and "hi , how are you ?" in page
+        assert "turn 3?" in page and "hi, how are you?" in page  # shown detokenised
 
 
 def choices_for(key, annotator, decide):
@@ -110,7 +110,7 @@ def test_identical_pairs_are_not_shown_and_count_as_ties(tmp_path):
     for annotator, page in pages.items():
         assert len(key["annotators"][annotator]) == 30
         assert not any(it["id"] in key["annotators"][annotator] for it in same)
-        assert "good  answer" not in page
+        assert page.count('"id": "q') == 30
     exports = {a: choices_for(key, a, lambda ex, other: "win") for a in ANNOTATORS}
     path = tmp_path / "a1.json"
     path.write_text(json.dumps({"kit": key["kit"], "annotator": "annotator1",

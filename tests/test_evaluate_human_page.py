@@ -31,7 +31,7 @@ def annotate(browser, page_path, tie_first, download_dir):
         assert page.inner_text("#status").startswith("Item %d of 3" % (step + 1))
         if tie_first and step == 0:
             page.click("#choose-tie")
-        elif page.inner_text("#text-A") == "i don't know .":
+        elif page.inner_text("#text-A") == "i don't know.":  # shown detokenised
             page.click("#choose-B")
         else:
             page.click("#choose-A")

@@ -3,9 +3,13 @@
 OpenNMT-py ships its unit tests inside the package (onmt/tests). They run with unittest
 (pytest trips over modules that parse sys.argv at import). On torch 2.13 without the
 plugin, 99 run and the 16 below error for reasons outside this package: files only the
-source repository has (test_model.pt, data/) and optional modules (tensorboard,
-sentencepiece, subword_nmt). With the plugin loaded the outcome must be the same.
+source repository has (test_model.pt, data/) and optional modules (sentencepiece,
+subword_nmt, tensorboard; with tensorboard, which the [tb] extra installs, 98 run and 15
+error). With the plugin loaded the outcome must be the same. The suite runs once, with the
+plugin: a run without it only measured the stock outcome again, at the same cost; to
+repeat that measurement, call onmt_unittests with disable="1".
 """
+import importlib.util
 import os
 import pathlib
 import re
@@ -19,9 +23,9 @@ from cli_util import cli, step_lines, stock_config
 
 SITE = pathlib.Path(onmt.__file__).resolve().parents[1]
 SERVER = "onmt.tests.test_translation_server."
+NO_TENSORBOARD = "onmt.tests.test_events (unittest.loader._FailedTest.onmt.tests.test_events)"
 EXPECTED_ERRORS = {
     "onmt.tests.test_data_prepare (unittest.loader._FailedTest.onmt.tests.test_data_prepare)",
-    "onmt.tests.test_events (unittest.loader._FailedTest.onmt.tests.test_events)",
 } | {"%s (onmt.tests.test_transform.TestSubwordTransform.%s)" % (t, t) for t in (
     "test_bpe", "test_pyonmttok_bpe", "test_pyonmttok_sp", "test_sentencepiece")} | {
     "%s (%s%s.%s)" % (t.split(".")[1], SERVER, t.split(".")[0], t.split(".")[1]) for t in (
@@ -56,12 +60,12 @@ def plugin_loaded(disable):
     return out.stdout.strip()
 
 
-def test_opennmt_own_suite_has_the_same_outcome_with_the_plugin(tmp_path):
-    assert plugin_loaded("1") == "False" and plugin_loaded("0") == "True"
-    (tmp_path / "off").mkdir()
-    (tmp_path / "on").mkdir()
-    assert onmt_unittests(tmp_path / "off", "1") == (99, EXPECTED_ERRORS, set())
-    assert onmt_unittests(tmp_path / "on", "0") == (99, EXPECTED_ERRORS, set())
+def test_opennmt_own_suite_has_the_stock_outcome_with_the_plugin(tmp_path):
+    assert plugin_loaded("0") == "True"
+    expected = set(EXPECTED_ERRORS)
+    if importlib.util.find_spec("tensorboard") is None:
+        expected.add(NO_TENSORBOARD)  # a module that fails to import counts as a test run
+    assert onmt_unittests(tmp_path, "0") == (98 + len(expected) - 15, expected, set())
 
 
 def test_stock_seq2seq_trains_identically_with_the_plugin(tmp_path):
