@@ -69,7 +69,8 @@ def test_mirror_options_on_a_stock_checkpoint_are_refused(tmp_path):
         "save_data": "run/s", "src_vocab": "run/v.txt", "share_vocab": True,
         "data": {"train": corpus}, "word_vec_size": 8, "hidden_size": 8, "layers": 1,
         "save_model": "run/m", "train_steps": 1, "save_checkpoint_steps": 1,
-        "batch_size": 2, "num_workers": 0}))
+        "batch_size": 2, "num_workers": 0,
+        "bucket_size": 4}))  # the default 262144 loops the 2 lines 131,072 times first
     for cmd in (["onmt_build_vocab", "-config", "s.yaml", "-n_sample", "-1"],
                 ["onmt_train", "-config", "s.yaml"]):
         assert subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=tmp_path,
