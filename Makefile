@@ -33,11 +33,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# docs/results.md: every system on DailyDialog from prepared data (a 4-GPU host;
-# BUDGET = training seconds per system), then the evaluator over the predictions.
-BUDGET ?= 330
+# docs/results.md: every system on DailyDialog from prepared data, side by side on one GPU
+# (results/comparison.yaml), then docs/results.md's evaluator commands.
 results: $(STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash results/run_dailydialog.sh data/dailydialog run/results $(BUDGET)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) results/run.py results/comparison.yaml \
+		--work run/comparison --out run/comparison/out
 
 clean:
 	rm -rf $(VENV) run
