@@ -54,6 +54,9 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["onmt_mirror", "onmt_mirror.*"])
     + ["onmt_mirror.chat.static"],
+    # packages live at the repository root: said outright, `pip install -e` adds the root
+    # to sys.path instead of an import finder with setuptools' 10-line notice about it
+    package_dir={"": "."},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "pyyaml"] + ONMT_RUNTIME,
     extras_require={
