@@ -7,21 +7,13 @@ import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
 
 from cli_util import cli, mirror_config, write_corpus
-from conftest import PAD, make_batch, tiny_config
+from conftest import PAD, make_batch
 from onmt_mirror.losses.mirror_loss import MirrorLoss, MirrorStatistics
-from onmt_mirror.models.mirror import (KLAnnealing, MirrorModel, free_bits_kl,
+from onmt_mirror.models.mirror import (KLAnnealing, free_bits_kl,
                                        gaussian_kl_dims, mutual_information)
-from test_mirror_model import decoder_nll, parts
+from test_mirror_model import decoder_nll, parts, tiny_model
 
 UNK = 0  # tiny_config's vocabulary: <unk> first
-
-
-def latent_model(**overrides):
-    torch.manual_seed(0)
-    m = MirrorModel(tiny_config(**overrides))
-    for p in m.parameters():
-        torch.nn.init.uniform_(p, -0.3, 0.3)
-    return m.eval()
 
 
 def run_loss(model, batch_seed=4, **loss_kwargs):
@@ -41,7 +33,7 @@ def bow_nll(head, cond, tokens):
 
 
 def test_all_remedies_off_add_no_parameters_and_no_terms():
-    model = latent_model()
+    model = tiny_model()
     assert not [n for n in model.state_dict() if n.startswith("bow_")]
     _, _, terms, _, _ = run_loss(model)
     assert not [k for k in terms if "bow" in k or k == "kl_loss"]
@@ -52,7 +44,7 @@ def test_all_remedies_off_add_no_parameters_and_no_terms():
     (("y_cxz",), "cx", "y"),  # the CVAE: y only, from [z; c; x]
 ])
 def test_bag_of_words_loss_is_added_with_its_weight(decoders, prior, sides):
-    model = latent_model(bow_weight=0.3, decoders=decoders, prior=prior)
+    model = tiny_model(bow_weight=0.3, decoders=decoders, prior=prior)
     assert model.bow_sides() == sides
     loss, _, terms, p, (src, tgt, src_len) = run_loss(model)
     enc = model.encode_dialogue(src[:, :, 0], src_len)
@@ -70,8 +62,8 @@ def test_bag_of_words_loss_is_added_with_its_weight(decoders, prior, sides):
 
 
 def test_bag_of_words_sides_can_be_chosen():
-    assert latent_model(bow_weight=1.0, bow_sides="y").bow_sides() == "y"
-    assert latent_model(bow_weight=0.0, bow_sides="xy").bow_sides() == ""
+    assert tiny_model(bow_weight=1.0, bow_sides="y").bow_sides() == "y"
+    assert tiny_model(bow_weight=0.0, bow_sides="xy").bow_sides() == ""
 
 
 def test_free_bits_formulas():
@@ -90,7 +82,7 @@ def test_free_bits_formulas():
 
 
 def test_free_bits_replace_the_kl_in_the_loss_not_in_the_log():
-    model = latent_model(free_bits=1e6, kl_weight=0.5)
+    model = tiny_model(free_bits=1e6, kl_weight=0.5)
     loss, stats, terms, p, _ = run_loss(model)
     assert float(terms["kl_loss"]) == pytest.approx(5 * 1e6)  # 5 sentences at the target
     torch.testing.assert_close(terms["kl"], p["kl"], rtol=1e-5, atol=1e-5)  # the true KL
@@ -101,7 +93,7 @@ def test_free_bits_replace_the_kl_in_the_loss_not_in_the_log():
 
 
 def test_free_bits_stop_the_kl_gradient_below_the_target():
-    model = latent_model(free_bits=1e6, decoders=("y_cxz",), dropout=0.0)
+    model = tiny_model(free_bits=1e6, decoders=("y_cxz",), dropout=0.0)
     model.train()
     src, tgt, src_len = make_batch(seed=4)
     attns = model(src, tgt, src_len)[1]
@@ -119,7 +111,7 @@ def test_cyclical_annealing_repeats_the_ramp_then_holds():
 
 
 def test_word_dropout_replaces_teacher_forced_words_in_training_only():
-    model = latent_model(word_dropout=1.0, unk_id=UNK)
+    model = tiny_model(word_dropout=1.0, unk_id=UNK)
     dec_in = torch.tensor([[2, 7, 8, 9], [2, 10, PAD, PAD]])
     assert torch.equal(model.word_dropout(dec_in), dec_in)  # eval: untouched
     model.train()
@@ -134,7 +126,7 @@ def test_word_dropout_replaces_teacher_forced_words_in_training_only():
     for d in seen:  # every decoder's input: <s>, then only <unk> and padding
         assert (d[:, 0] == 2).all() and set(d[:, 1:].unique().tolist()) <= {UNK, PAD}
     torch.manual_seed(5)
-    half = latent_model(word_dropout=0.5, unk_id=UNK).train()
+    half = tiny_model(word_dropout=0.5, unk_id=UNK).train()
     dropped = half.word_dropout(torch.full((200, 50), 9)) == UNK
     assert 0.45 < dropped[:, 1:].float().mean() < 0.55
 
@@ -154,7 +146,7 @@ def test_mutual_information_matches_its_definition():
 
 
 def test_validation_reports_active_units_mi_and_the_iw_bound():
-    model = latent_model(iw_samples=3, decoders=("y_cxz",), prior="cx")
+    model = tiny_model(iw_samples=3, decoders=("y_cxz",), prior="cx")
     with torch.no_grad():  # spread the posterior means so that some units count as active
         model.posterior_net.mean.weight.mul_(torch.linspace(0, 30, 6)[:, None])
     src, tgt, src_len = make_batch(seed=4)
@@ -195,7 +187,7 @@ def test_validation_reports_active_units_mi_and_the_iw_bound():
 
 
 def test_selection_decides_what_the_validation_perplexity_measures():
-    model = latent_model()
+    model = tiny_model()
     got = {}
     for select in ("posterior", "prior", "elbo"):
         _, stats, terms, _, _ = run_loss(model, select=select)
