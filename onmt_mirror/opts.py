@@ -11,7 +11,13 @@ Sizes reuse the stock options: -enc_layers/-dec_layers, -hidden_size (or -enc_hi
 from dataclasses import dataclass
 
 MIRROR_ENCODER = "mirror"
-ALL_DECODERS = ("y_cxz", "x_cz", "x_cyz", "y_cz")
+# The one table of Mirror's decoders, named after what they model: what each predicts,
+# the sentence vectors its initial state reads, and the encoder outputs it attends over.
+DECODERS = {"y_cxz": ("y", "cx", "x"),  # Dec1 p(y|c,z,x)
+            "x_cz": ("x", "c", "c"),  # Dec2 p(x|c,z)
+            "x_cyz": ("x", "cy", "y"),  # Dec3 p(x|c,z,y)
+            "y_cz": ("y", "c", "c")}  # Dec4 p(y|c,z)
+ALL_DECODERS = tuple(DECODERS)
 QUERY_TOKEN = "｟mirror_query｠"  # between context and query in the src field
 TURN_TOKEN = "｟mirror_turn｠"  # between context turns (when more than one is kept)
 

@@ -20,8 +20,9 @@ from onmt.utils.logging import logger
 from onmt.utils.statistics import Statistics
 
 from onmt_mirror.errors import MirrorError
+from onmt_mirror.opts import DECODERS
 
-DECODER_SIDE = {"y_cxz": "y", "x_cz": "x", "x_cyz": "x", "y_cz": "y"}
+DECODER_SIDE = {d: target for d, (target, _, _) in DECODERS.items()}
 
 
 def decoder_weights(decoders, backward_weight):

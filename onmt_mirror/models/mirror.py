@@ -21,6 +21,7 @@ from onmt.models.model import BaseModel
 from torch.nn.utils.rnn import PackedSequence
 
 from onmt_mirror.errors import MirrorError
+from onmt_mirror.opts import DECODERS
 from onmt_mirror.losses.fused_cross_entropy import cross_entropy_sum
 
 
@@ -418,9 +419,7 @@ class MirrorModel(BaseModel):
     up to four decoders named after what they model: dec_y_cxz p(y|c,z,x) (Dec1), dec_x_cz
     p(x|c,z) (Dec2), dec_x_cyz p(x|c,z,y) (Dec3), dec_y_cz p(y|c,z) (Dec4)."""
 
-    # what each decoder predicts, its initial-state input and its attention memory
-    DECODERS = {"y_cxz": ("y", "cx", "x"), "x_cz": ("x", "c", "c"),
-                "x_cyz": ("x", "cy", "y"), "y_cz": ("y", "c", "c")}
+    DECODERS = DECODERS  # what each decoder predicts, its initial state and its memory
 
     def __init__(self, cfg):
         super().__init__(None, None)
