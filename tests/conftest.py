@@ -51,3 +51,22 @@ def model():
     for p in m.parameters():
         torch.nn.init.uniform_(p, -0.3, 0.3)
     return m
+
+
+@pytest.fixture(scope="session")
+def stock_runs(tmp_path_factory):
+    """cli_util's tiny stock seq2seq trained by the stock CLIs, 12 steps with a validation
+    every 6, with the plugin off ("1") and on ("0"): {ONMT_MIRROR_DISABLE: folder}.
+    Trained once per session: test_reliability_onmt_suite compares the two runs, and
+    test_registration needs a stock checkpoint."""
+    from cli_util import cli, stock_config
+
+    runs = {}
+    for disable in ("1", "0"):
+        work = tmp_path_factory.mktemp("stock_off" if disable == "1" else "stock_on")
+        cfg = stock_config(work, train_steps=12, save_checkpoint_steps=12, valid_steps=6)
+        env = {"ONMT_MIRROR_DISABLE": disable}
+        cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], work, env)
+        cli(["onmt_train", "-config", cfg], work, env)
+        runs[disable] = work
+    return runs

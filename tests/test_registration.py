@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 import spawn_probe
 
@@ -61,26 +60,13 @@ def test_wrong_opennmt_version_is_one_clear_line():
                                   "(or set ONMT_MIRROR_DISABLE=1)")
 
 
-def test_mirror_options_on_a_stock_checkpoint_are_refused(tmp_path):
-    (tmp_path / "s.src").write_text("a b c\nd e f\n")
-    (tmp_path / "s.tgt").write_text("c b a\nf e d\n")
-    corpus = {"path_src": "s.src", "path_tgt": "s.tgt"}
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
-        "save_data": "run/s", "src_vocab": "run/v.txt", "share_vocab": True,
-        "data": {"train": corpus}, "word_vec_size": 8, "hidden_size": 8, "layers": 1,
-        "save_model": "run/m", "train_steps": 1, "save_checkpoint_steps": 1,
-        "batch_size": 2, "num_workers": 0,
-        "bucket_size": 4}))  # the default 262144 loops the 2 lines 131,072 times first
-    for cmd in (["onmt_build_vocab", "-config", "s.yaml", "-n_sample", "-1"],
-                ["onmt_train", "-config", "s.yaml"]):
-        assert subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=tmp_path,
-                              capture_output=True, timeout=300).returncode == 0
-    out = subprocess.run([os.path.join(BIN, "onmt_translate"), "-model", "run/m_step_1.pt",
+def test_mirror_options_on_a_stock_checkpoint_are_refused(stock_runs):
+    out = subprocess.run([os.path.join(BIN, "onmt_translate"), "-model", "run/s_step_12.pt",
                           "-src", "s.src", "-output", "p.txt", "-mirror_z", "sample"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                         cwd=stock_runs["0"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == (
-        "onmt_mirror: error: run/m_step_1.pt is not a Mirror checkpoint (encoder_type "
+        "onmt_mirror: error: run/s_step_12.pt is not a Mirror checkpoint (encoder_type "
         "'rnn'): -mirror_z applies to Mirror models only")
     assert "Traceback" not in out.stderr
 

@@ -19,7 +19,7 @@ import sys
 import onmt
 import torch
 
-from cli_util import cli, step_lines, stock_config
+from cli_util import step_lines
 
 SITE = pathlib.Path(onmt.__file__).resolve().parents[1]
 SERVER = "onmt.tests.test_translation_server."
@@ -68,19 +68,13 @@ def test_opennmt_own_suite_has_the_stock_outcome_with_the_plugin(tmp_path):
     assert onmt_unittests(tmp_path, "0") == (98 + len(expected) - 15, expected, set())
 
 
-def test_stock_seq2seq_trains_identically_with_the_plugin(tmp_path):
+def test_stock_seq2seq_trains_identically_with_the_plugin(stock_runs):
     """Same step lines, validation and weights (bit for bit) with the plugin on and off.
 
     The plugin off cannot load checkpoints on torch>=2.6 (argparse.Namespace), but it
     saves them; this process (plugin on) reads both."""
     logs, weights = {}, {}
-    for disable in ("1", "0"):
-        work = tmp_path / ("off" if disable == "1" else "on")
-        work.mkdir()
-        cfg = stock_config(work, train_steps=12, save_checkpoint_steps=12, valid_steps=6)
-        env = {"ONMT_MIRROR_DISABLE": disable}
-        cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], work, env)
-        cli(["onmt_train", "-config", cfg], work, env)
+    for disable, work in stock_runs.items():
         log = (work / "run/s.log").read_text()
         logs[disable] = (step_lines(log, "Step "), step_lines(log, "Validation"),
                          (work / "run/s.vocab").read_text())

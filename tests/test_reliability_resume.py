@@ -6,6 +6,7 @@ Stock OpenNMT-py 3.5.1 restarts the data at the first batch and re-seeds the gen
 on -train_from, so without registration.py's section R6 the losses after step 10 differ.
 """
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -52,10 +53,11 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
         work = tmp_path / name
         work.mkdir()
         write_corpus(work)
-        cfg = mirror_config(work, train_steps=STEPS, save_checkpoint_steps=CKPT,
-                            valid_steps=CKPT)
-        cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], work)
+        mirror_config(work, train_steps=STEPS, save_checkpoint_steps=CKPT, valid_steps=CKPT)
         runs[name] = work
+    cli(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], runs["whole"])
+    (runs["killed"] / "run").mkdir()  # the same corpus: the same vocabulary
+    shutil.copy(runs["whole"] / "run/vocab.txt", runs["killed"] / "run/vocab.txt")
     cli(["onmt_train", "-config", "mirror.yaml"], runs["whole"])
     ckpt = kill_after_checkpoint(runs["killed"], "mirror.yaml")
     resumed = cli(["onmt_train", "-config", "mirror.yaml", "-train_from", str(ckpt),
