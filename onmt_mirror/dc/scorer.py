@@ -121,10 +121,6 @@ class DCBeamState:
             self.hyp[k] = self.hyp[k].view(B, self.beam, -1)[keep].flatten(0, 1)
             self.sim[k] = self.sim[k].view(B, self.beam)[keep].flatten()
 
-    def similarities(self):
-        """{part: [B x beam]} current sim of each kept hypothesis (for tests and logs)."""
-        return dict(self.sim)
-
 
 def dc_scorer_from_opt(opt, vocabs, logger=None):
     """The scorer for onmt_translate's options, or None without -dc_model."""

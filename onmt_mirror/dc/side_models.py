@@ -5,7 +5,7 @@ tokens and a growing hypothesis can be scored incrementally (see `scorer.py`):
 
 - topic: a text's topic distribution is the normalised sum of p(k | w) over its tokens,
   p(k | w) ∝ p(w | k) p(k) under an LDA fitted on the training windows (scikit-learn's
-  online variational LatentDirichletAllocation). The original used an HMM-LDA syntax-topic
+  batch variational LatentDirichletAllocation). The original used an HMM-LDA syntax-topic
   model (Griffiths et al. 2005), where function words fall into syntactic classes and
   carry no topic; here words in more than `max_df` of the documents are dropped from the
   topic vocabulary instead, and carry no topic either.
@@ -78,12 +78,11 @@ def unigram_probs(windows):
 
 def checkpoint_vectors(path, key=None):
     """(tokens, [V, D] float32) from the forward checkpoint's target embedding table."""
-    import argparse
+    import onmt  # noqa: F401  (the plugin's registration allows the checkpoint's options)
 
-    import torch
+    from onmt_mirror.checkpoint_io import safe_load
 
-    torch.serialization.add_safe_globals([argparse.Namespace])
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = safe_load(path, map_location="cpu")
     state = ckpt["model"]
     keys = [key] if key else [k for k in EMBEDDING_KEYS if k in state]
     if not keys or keys[0] not in state:
