@@ -116,6 +116,16 @@ def add_mirror_options(parser):
               default=1000, help="Warn in the log after this many consecutive training "
               "batches under -mirror_kl_collapse_threshold; 0 switches the check off.")
 
+    group = parser.add_argument_group("Distributed/Mirror")
+    group.add("--mirror_overlap_allreduce", "-mirror_overlap_allreduce",
+              choices=["on", "off"], default="on", help="Data-parallel training "
+              "(-world_size > 1): all-reduce the gradients in buckets while the backward "
+              "runs (on), or after it with OpenNMT-py's own all-reduce (off). Same sums, "
+              "same rescaling (see docs/performance.md).")
+    group.add("--mirror_allreduce_bucket_mb", "-mirror_allreduce_bucket_mb", type=float,
+              default=25.0, help="Bucket size of -mirror_overlap_allreduce on, in MB of "
+              "gradients (DistributedDataParallel's default).")
+
     group = parser.add_argument_group("Translate/Mirror")
     group.add("--mirror_z", "-mirror_z", choices=["mean", "sample"], default=None,
               help="z at decoding time: the prior's mean (default) or a sample "

@@ -488,7 +488,7 @@ ServerModel.unload = _server_model_unload
 #     models; validate_train_opts (onmt_train only, before anything is written) now
 #     refuses them when they differ from their defaults and the model is not Mirror.
 _MIRROR_ONLY_GROUPS = ("Model/Mirror", "Loss/Mirror", "Latent/Mirror",
-                       "Reliability/Mirror")
+                       "Reliability/Mirror", "Distributed/Mirror")
 _stock_validate_train_opts = onmt.utils.parse.ArgumentParser.validate_train_opts.__func__
 
 
@@ -710,3 +710,118 @@ def _validate_translate_opts_usability(cls, opt):
 
 _Parser.validate_train_opts = classmethod(_validate_train_opts_usability)
 _Parser.validate_translate_opts = classmethod(_validate_translate_opts_usability)
+
+
+# D1. Distributed — data parallelism (-world_size > 1), two things the stock path lacks.
+#     - Overlap: Trainer._gradient_accumulation all-reduces every gradient after the last
+#       backward (onmt.utils.distributed.all_reduce_and_rescale_tensors, reached through
+#       the module at call time). For Mirror with -mirror_overlap_allreduce on,
+#       build_trainer gives the Trainer an OverlappedAllReduce (onmt_mirror/distributed.py)
+#       whose hooks launch bucket all-reduces during the backward; _gradient_accumulation
+#       runs inside its step(), and the stock all-reduce call becomes its finish() with
+#       the stock rescale_denom, at the same place before optim.step(): same sums, same
+#       rescaling. train_single imported build_trainer by name: that name is replaced
+#       too. Stock models, "off" and one process run the stock code untouched.
+#     - Resume: only rank 0 writes the checkpoint, so R6 saved rank 0's generators and
+#       -train_from gave them to every rank: ranks > 0 then drew other z samples and
+#       dropout masks than an uninterrupted run. ModelSaver.save runs on every rank (its
+#       _save gathers the weights), so there the ranks' generator states are gathered
+#       into the optimizer state, and Optimizer.from_opt hands each rank its own (the
+#       -mirror_keep_best checkpoint, written by rank 0 alone, keeps rank 0's only).
+import onmt.utils.distributed  # noqa: E402
+from onmt.models.model_saver import ModelSaverBase  # noqa: E402
+
+from onmt_mirror.distributed import (  # noqa: E402
+    OverlappedAllReduce,
+    backward_passes,
+    gather_rng_states,
+)
+
+_distributed_validate_train_opts = _Parser.validate_train_opts.__func__
+_stock_build_trainer = onmt.trainer.build_trainer
+_stock_gradient_accumulation = onmt.trainer.Trainer._gradient_accumulation
+_stock_all_reduce_and_rescale = onmt.utils.distributed.all_reduce_and_rescale_tensors
+_stock_saver_save = ModelSaverBase.save
+_state_dict_before_ranks = _Optimizer.state_dict
+_from_opt_before_ranks = _Optimizer.from_opt.__func__
+
+
+def _validate_train_opts_distributed(cls, opt):
+    if opt.mirror_allreduce_bucket_mb <= 0:
+        raise MirrorError("-mirror_allreduce_bucket_mb %g: give a bucket size above 0 MB"
+                          % opt.mirror_allreduce_bucket_mb)
+    _distributed_validate_train_opts(cls, opt)
+
+
+def _build_trainer(opt, device_id, model, vocabs, optim, model_saver=None):
+    trainer = _stock_build_trainer(opt, device_id, model, vocabs, optim,
+                                   model_saver=model_saver)
+    if (isinstance(model, MirrorModel) and trainer.n_gpu > 1
+            and trainer.parallel_mode == "data_parallel"
+            and opt.mirror_overlap_allreduce == "on"):
+        trainer.mirror_allreduce = OverlappedAllReduce(model.parameters(),
+                                                       opt.mirror_allreduce_bucket_mb)
+        logger.info("Mirror: gradients all-reduced during the backward in %d buckets of "
+                    "<= %g MB (-mirror_overlap_allreduce on)",
+                    len(trainer.mirror_allreduce.buckets), opt.mirror_allreduce_bucket_mb)
+    return trainer
+
+
+def _gradient_accumulation(self, true_batches, normalization, total_stats, report_stats):
+    reducer = getattr(self, "mirror_allreduce", None)
+    if reducer is None:
+        return _stock_gradient_accumulation(self, true_batches, normalization,
+                                            total_stats, report_stats)
+    with reducer.step(backward_passes(true_batches, self.trunc_size)):
+        return _stock_gradient_accumulation(self, true_batches, normalization,
+                                            total_stats, report_stats)
+
+
+def _all_reduce_and_rescale_tensors(tensors, rescale_denom, *args, **kwargs):
+    reducer = OverlappedAllReduce.current
+    if reducer is None:
+        return _stock_all_reduce_and_rescale(tensors, rescale_denom, *args, **kwargs)
+    reducer.finish(rescale_denom)
+
+
+def _data_parallel():
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+def _saver_save(self, step, moving_average=None):
+    if not _data_parallel():
+        return _stock_saver_save(self, step, moving_average)
+    self.optim.mirror_rank_rng = gather_rng_states()
+    try:
+        return _stock_saver_save(self, step, moving_average)
+    finally:
+        del self.optim.mirror_rank_rng
+
+
+def _optim_state_dict_ranks(self):
+    state = _state_dict_before_ranks(self)
+    if getattr(self, "mirror_rank_rng", None) is not None:
+        state["mirror_resume"]["rng_ranks"] = self.mirror_rank_rng
+    return state
+
+
+def _optim_from_opt_ranks(cls, model, opt, checkpoint=None):
+    optim = _from_opt_before_ranks(cls, model, opt, checkpoint)
+    saved = getattr(optim, "resume_from", None) or {}
+    if "rng_ranks" in saved and _data_parallel():
+        ranks, world = saved["rng_ranks"], torch.distributed.get_world_size()
+        if len(ranks) == world:
+            optim.resume_from = dict(saved, rng=ranks[torch.distributed.get_rank()])
+        else:
+            logger.info("-train_from a checkpoint of %d ranks on %d: every rank restores "
+                        "rank 0's random generators", len(ranks), world)
+    return optim
+
+
+_Parser.validate_train_opts = classmethod(_validate_train_opts_distributed)
+onmt.trainer.build_trainer = onmt.train_single.build_trainer = _build_trainer
+onmt.trainer.Trainer._gradient_accumulation = _gradient_accumulation
+onmt.utils.distributed.all_reduce_and_rescale_tensors = _all_reduce_and_rescale_tensors
+ModelSaverBase.save = _saver_save
+_Optimizer.state_dict = _optim_state_dict_ranks
+_Optimizer.from_opt = classmethod(_optim_from_opt_ranks)
