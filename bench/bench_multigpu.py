@@ -1,17 +1,20 @@
 """Data-parallel scaling of Mirror through OpenNMT-py's own -world_size / -gpu_ranks.
 
 Runs the stock `onmt_train` (the plugin loads in every spawned rank through its .pth hook)
-three times on one host, same recipe, same seed:
+on one host, same recipe, same seed:
 
-    1 GPU,  batch B            the per-GPU work of the multi-GPU run
-    G GPUs, batch B on each    global batch G*B
+    1 GPU,  batch B            the per-GPU work of the multi-GPU runs
+    G GPUs, batch B on each    global batch G*B, gradients all-reduced during the backward
+                               (-mirror_overlap_allreduce on, the default)
+    G GPUs, batch B on each    the same with OpenNMT-py's own all-reduce after the backward
+                               (-mirror_overlap_allreduce off)
     1 GPU,  batch G*B          the same global batch on one card: the loss reference
 
-and prints one table: examples/s between the report at --from-step and the last one (from
-the log lines' timestamps and their `sents` counts, summed over ranks by OpenNMT-py), the
-weak-scaling efficiency (G GPUs against G times one GPU at the same per-GPU batch), the
-strong-scaling ratio (against one GPU at the same global batch), and Dec1's perplexity at
-each report.
+(with --gpus 1 only the first), and prints one table: examples/s between the report at
+--from-step and the last one (from the log lines' timestamps and their `sents` counts,
+summed over ranks by OpenNMT-py), the weak-scaling efficiency of each G-GPU run (against
+G times one GPU at the same per-GPU batch), the strong-scaling ratio (against one GPU at
+the same global batch), and Dec1's perplexity at each report. One command per GPU count:
 
     python bench/bench_multigpu.py --config examples/dailydialog/mirror.yaml \
         --vocab data/dailydialog/vocab.txt --out OUT [--gpus 2 --batch 512 --steps 300]
@@ -30,14 +33,14 @@ import subprocess
 STEP = re.compile(r"^\[(\S+ \S+) INFO\] Step (\d+)/ *\d+; .*?ppl: *([\d.]+);.*?sents: *(\d+);")
 
 
-def run(name, gpus, batch, args):
+def run(name, gpus, batch, args, extra=()):
     log = os.path.join(args.out, name + ".log")
     cmd = ["onmt_train", "-config", args.config, "-src_vocab", args.vocab,
            "-train_steps", str(args.steps), "-report_every", str(args.report_every),
            "-valid_steps", "1000000", "-save_checkpoint_steps", "1000000",
            "-save_model", os.path.join(args.scratch, name), "-batch_size", str(batch),
            "-world_size", str(gpus), "-gpu_ranks", *map(str, range(gpus)),
-           "-log_file", log, "-seed", "1"]
+           "-log_file", log, "-seed", "1", *extra]
     env = dict(os.environ, NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1",
                NVSHMEM_DISABLE_NVLS="1")
     with open(log + ".stdout", "w") as out:
@@ -66,22 +69,33 @@ def timings(steps, args):
             "ppl": {int(s): float(p) for _, s, p, _ in steps}}
 
 
-def _allreduce_worker(rank, gpus, shapes, port, result):
+def _allreduce_worker(rank, gpus, shapes, bucket_mb, port, result):
     import time
 
     import torch
     import torch.distributed as dist
 
     import onmt.utils.distributed
+    from onmt_mirror.distributed import OverlappedAllReduce
 
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
                             world_size=gpus)
-    grads = [torch.randn(s, device="cuda") for s in shapes]
+    params = [torch.nn.Parameter(torch.randn(s, device="cuda")) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    grads = [p.grad for p in params]
     flat = torch.randn(sum(g.numel() for g in grads), device="cuda")
+    buckets = OverlappedAllReduce(params, bucket_mb)
+
+    def buckets_after_backward():  # no backward to hide behind: its whole cost
+        with buckets.step(0):
+            buckets.finish(float(gpus))
+
     times = {}
     for name, fn in (("onmt_chunked", lambda: onmt.utils.distributed.
                       all_reduce_and_rescale_tensors(grads, float(gpus))),
+                     ("mirror_buckets", buckets_after_backward),
                      ("one_flat_buffer", lambda: dist.all_reduce(flat))):
         for _ in range(3):
             fn()
@@ -98,8 +112,9 @@ def _allreduce_worker(rank, gpus, shapes, port, result):
 
 def allreduce_probe(args):
     """Time OpenNMT-py's gradient all-reduce (after backward, not overlapped with it) on
-    tensors of Mirror's parameter shapes at the recipe's sizes, and one flat all-reduce
-    of the same bytes: what data parallelism adds to every step."""
+    tensors of Mirror's parameter shapes at the recipe's sizes, the plugin's buckets
+    launched and waited for at once (their cost when nothing overlaps them), and one
+    flat all-reduce of the same bytes: what data parallelism adds to every step."""
     import sys
 
     import torch.multiprocessing as mp
@@ -115,7 +130,8 @@ def allreduce_probe(args):
     shapes = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
     ctx = mp.get_context("spawn")
     result = ctx.Queue()
-    mp.start_processes(_allreduce_worker, args=(args.gpus, shapes, 29555, result),
+    mp.start_processes(_allreduce_worker,
+                       args=(args.gpus, shapes, args.bucket_mb, 29555, result),
                        nprocs=args.gpus, start_method="spawn")
     times = result.get()
     times["megabytes_fp32"] = sum(math.prod(s) for s in shapes) * 4 / 2 ** 20
@@ -130,6 +146,8 @@ def main():
     p.add_argument("--scratch", default="/tmp/bench_multigpu",
                    help="where the final checkpoints go (not kept)")
     p.add_argument("--gpus", type=int, default=2)
+    p.add_argument("--bucket-mb", type=float, default=25.0,
+                   help="-mirror_allreduce_bucket_mb of the overlapped run and the probe")
     p.add_argument("--batch", type=int, default=512, help="per-GPU batch (sentences)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--report-every", type=int, default=25)
@@ -138,43 +156,51 @@ def main():
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     G, B = args.gpus, args.batch
-    try:
-        allreduce = allreduce_probe(args)
-    except Exception as e:  # the scaling runs below still say what they say
-        allreduce = {"error": repr(e)}
-    one = run("1gpu_b%d" % B, 1, B, args)
-    many = run("%dgpu_b%d" % (G, B), G, B, args)
-    ref = run("1gpu_b%d" % (G * B), 1, G * B, args)
-    result = {"runs": [one, many, ref], "allreduce_ms": allreduce,
-              "weak_scaling_efficiency": many["examples_per_s"] / (G * one["examples_per_s"]),
-              "strong_scaling_ratio": many["examples_per_s"] / ref["examples_per_s"]}
+    runs = [run("1gpu_b%d" % B, 1, B, args)]
+    allreduce = None
+    if G > 1:
+        try:
+            allreduce = allreduce_probe(args)
+        except Exception as e:  # the scaling runs below still say what they say
+            allreduce = {"error": repr(e)}
+        runs += [run("%dgpu_b%d" % (G, B), G, B, args,
+                     ["-mirror_allreduce_bucket_mb", str(args.bucket_mb)]),
+                 run("%dgpu_b%d_stock_allreduce" % (G, B), G, B, args,
+                     ["-mirror_overlap_allreduce", "off"]),
+                 run("1gpu_b%d" % (G * B), 1, G * B, args)]
+    one, ref = runs[0], runs[-1]
+    scaling = {r["run"]: {"weak": r["examples_per_s"] / (G * one["examples_per_s"]),
+                          "strong": r["examples_per_s"] / ref["examples_per_s"]}
+               for r in runs if r["gpus"] > 1}
+    result = {"runs": runs, "allreduce_ms": allreduce, "scaling": scaling}
     with open(os.path.join(args.out, "bench_multigpu.json"), "w") as f:
         json.dump(result, f, indent=1)
     print("| run | GPUs | batch per GPU | global batch | examples/s | steps timed | "
           "ms per step (mean / median / p90 / max over reports) |")
     print("|---|---|---|---|---|---|---|")
-    for r in result["runs"]:
+    for r in runs:
         print("| %s | %d | %d | %d | %.0f | %s | %.0f / %.0f / %.0f / %.0f |" % (
             r["run"], r["gpus"], r["batch_per_gpu"], r["global_batch"],
             r["examples_per_s"], r["steps_timed"], *(r["step_ms"][k] for k in (
                 "mean", "median", "p90", "max"))))
-    print("\nweak scaling: %.1f%% (%d GPUs vs %d x 1 GPU at batch %d per GPU); strong: %.2fx "
-          "(vs 1 GPU at global batch %d)" % (
-              100 * result["weak_scaling_efficiency"], G, G, B,
-              result["strong_scaling_ratio"], G * B))
-    if "error" in allreduce:
+    for name, s in scaling.items():
+        print("\n%s: weak scaling %.1f%% (vs %d x 1 GPU at batch %d per GPU); strong "
+              "%.2fx (vs 1 GPU at global batch %d)" % (name, 100 * s["weak"], G, B,
+                                                       s["strong"], G * B))
+    if allreduce and "error" in allreduce:
         print("all-reduce probe failed: %s" % allreduce["error"])
-    else:
-        print("gradient all-reduce per step (%d GPUs, %.0f MB fp32): OpenNMT-py's chunked "
-              "copy-reduce-copy %.1f ms; one flat NCCL all-reduce of the same bytes %.1f "
-              "ms" % (G, allreduce["megabytes_fp32"], allreduce["onmt_chunked"],
-                      allreduce["one_flat_buffer"]))
+    elif allreduce:
+        print("gradient all-reduce per step (%d GPUs, %.0f MB fp32), nothing overlapped: "
+              "OpenNMT-py's chunked copy-reduce-copy %.1f ms; the plugin's %g MB buckets "
+              "%.1f ms; one flat NCCL all-reduce of the same bytes %.1f ms"
+              % (G, allreduce["megabytes_fp32"], allreduce["onmt_chunked"], args.bucket_mb,
+                 allreduce["mirror_buckets"], allreduce["one_flat_buffer"]))
     print("\nDec1 perplexity (z from the posterior) per report:")
-    print("| step | " + " | ".join(r["run"] for r in result["runs"]) + " |")
-    print("|---|" + "---|" * len(result["runs"]))
+    print("| step | " + " | ".join(r["run"] for r in runs) + " |")
+    print("|---|" + "---|" * len(runs))
     for step in sorted(ref["ppl"]):
         print("| %d | %s |" % (step, " | ".join(
-            "%.1f" % r["ppl"][step] if step in r["ppl"] else "" for r in result["runs"])))
+            "%.1f" % r["ppl"][step] if step in r["ppl"] else "" for r in runs)))
 
 
 if __name__ == "__main__":

@@ -129,18 +129,24 @@ def rank_batches(rank, n, first_seed):
     return [batch_dict(first_seed + 2 * k + rank, RANK_SENTENCES[rank]) for k in range(n)]
 
 
-def hooks_case(rank):
-    """OverlappedAllReduce alone on conftest's tiny Mirror: each rank's loss over the
-    global sentence count, summed (rescale_denom 1), against one process on the
-    concatenated batch."""
+def tiny_model():
     from conftest import tiny_config
-    from onmt_mirror.distributed import OverlappedAllReduce
     from onmt_mirror.models.mirror import MirrorModel
 
     torch.manual_seed(0)
     model = MirrorModel(tiny_config())
     for p in model.parameters():
         torch.nn.init.uniform_(p, -0.3, 0.3)
+    return model
+
+
+def hooks_case(rank):
+    """OverlappedAllReduce alone on conftest's tiny Mirror: each rank's loss over the
+    global sentence count, summed (rescale_denom 1), against one process on the
+    concatenated batch."""
+    from onmt_mirror.distributed import OverlappedAllReduce
+
+    model = tiny_model()
     reference = copy.deepcopy(model)
     reducer = OverlappedAllReduce(model.parameters(), bucket_mb=0.02)
     batches = [batch_dict(1 + r, RANK_SENTENCES[r]) for r in (0, 1)]
@@ -152,6 +158,33 @@ def hooks_case(rank):
             "launched_in_backward": launched_in_backward,
             "reference": one_process_grads(reference, concatenate(batches),
                                            sum(RANK_SENTENCES))}
+
+
+def uneven_case(rank):
+    """Rank 0 makes no backward (a batch skipped by -mirror_nonfinite skip), rank 1 does,
+    and one parameter is used by no rank: finish() reduces what the hooks could not."""
+    from onmt_mirror.distributed import OverlappedAllReduce
+
+    model, unused = tiny_model(), torch.nn.Parameter(torch.zeros(3))
+    batch = batch_dict(2, RANK_SENTENCES[1])
+    rank1 = one_process_grads(copy.deepcopy(model), batch, RANK_SENTENCES[1])
+    reducer = OverlappedAllReduce([*model.parameters(), unused], bucket_mb=0.02)
+    with reducer.step(1):
+        if rank == 1:
+            backward(model, batch, RANK_SENTENCES[1])
+        reducer.finish(2.0)
+    return {"reduced": grads(model), "rank1_alone": rank1,
+            "unused_has_grad": unused.grad is not None}
+
+
+def counting_finish(reducer, launched):
+    """reducer.finish that first notes how many buckets the hooks have launched."""
+    finish = reducer.finish
+
+    def counted(rescale_denom):
+        launched.append(reducer.launched)
+        finish(rescale_denom)
+    return counted
 
 
 def trainer_case(rank, tmp):
@@ -169,12 +202,10 @@ def trainer_case(rank, tmp):
         trainer = build(train_opt(str(tmp / mode / "model"), "-accum_count", str(ACCUM),
                                   "-mirror_overlap_allreduce", mode))
         reducer = getattr(trainer, "mirror_allreduce", None)
-        if reducer is not None:  # how many buckets the hooks launched before finish()
-            finish = reducer.finish
-            launched = results["launched_before_finish"] = []
-            reducer.finish = lambda denom: (launched.append(reducer.launched),
-                                            finish(denom))[1]
+        if reducer is not None:
             results["buckets"] = len(reducer.buckets)
+            results["launched_before_finish"] = launched = []
+            reducer.finish = counting_finish(reducer, launched)
         else:
             results["reference"] = one_process_grads(copy.deepcopy(trainer.model),
                                                      everything, normalization)
@@ -225,7 +256,8 @@ def worker(rank, port, tmp):
     dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
                             world_size=2, timeout=datetime.timedelta(seconds=120))
     stock_reparameterize, mirror.reparameterize = mirror.reparameterize, fixed_eps
-    results = {"hooks": hooks_case(rank), "trainer": trainer_case(rank, tmp)}
+    results = {"hooks": hooks_case(rank), "uneven": uneven_case(rank),
+               "trainer": trainer_case(rank, tmp)}
     mirror.reparameterize = stock_reparameterize
     resume_case(rank, tmp)
     torch.save(results, tmp / ("rank%d.pt" % rank))
@@ -272,10 +304,20 @@ def test_hooks_reduce_to_the_gradient_of_the_concatenated_batch(two_ranks):
     assert_same_grads(hooks["reduced"], hooks["reference"], 1e-5)
 
 
+def test_a_rank_without_gradients_gets_the_others(two_ranks):
+    (rank0, rank1), _ = two_ranks
+    uneven = rank0["uneven"]
+    for name, g in uneven["reduced"].items():
+        assert torch.equal(g, rank1["uneven"]["reduced"][name])
+        assert torch.equal(g, uneven["rank1_alone"][name] / 2)
+    assert not uneven["unused_has_grad"] and not rank1["uneven"]["unused_has_grad"]
+
+
 def test_overlapped_and_stock_paths_give_the_same_gradients(two_ranks):
     (rank0, rank1), _ = two_ranks
     trainer = rank0["trainer"]
-    # -accum_count 2: nothing launched in the first backward pass, all in the second
+    # -accum_count 2: every bucket launched by the hooks (in the last pass: launched
+    # after the first, they would have reduced half sums and the paths would differ)
     assert trainer["launched_before_finish"] == [trainer["buckets"]]
     for name in trainer["off"]:
         assert torch.equal(trainer["on"][name], trainer["off"][name])
@@ -305,8 +347,9 @@ def test_two_rank_train_from_resumes_exactly(two_ranks):
     assert resumed["optim"]["mirror_resume"]["batches"] == STEPS
 
 
-def test_overlap_is_for_data_parallel_mirror_only(tmp_path):
-    """Which Trainer gets the hooks: build_trainer on rank 0 of 2 needs no process group."""
+def test_overlap_needs_several_ranks_and_the_option(tmp_path):
+    """Which Mirror Trainer gets the hooks (build_trainer on rank 0 of 2 needs no process
+    group; a stock model's Trainer cannot be built on the CPU with -gpu_ranks)."""
     opt = train_opt(str(tmp_path / "model"))
     assert build(opt).mirror_allreduce.buckets
     off = train_opt(str(tmp_path / "model"), "-mirror_overlap_allreduce", "off")
