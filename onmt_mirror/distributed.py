@@ -57,9 +57,8 @@ class OverlappedAllReduce:
 
     current = None  # the instance inside step(): where the stock all-reduce call goes
 
-    def __init__(self, params, bucket_mb, group=None):
+    def __init__(self, params, bucket_mb):
         params = [p for p in params if p.requires_grad]
-        self.group = group
         self.index = {id(p): i for i, p in enumerate(params)}
         self.bucket_of = [None] * len(params)
         self.buckets = []
@@ -116,7 +115,7 @@ class OverlappedAllReduce:
             device=bucket.ones.device)
         bucket.buffer = torch.cat([g.reshape(-1) if g is not None else p.new_zeros(p.numel())
                                    for g, p in zip(grads, bucket.params)] + [presence])
-        bucket.work = dist.all_reduce(bucket.buffer, group=self.group, async_op=True)
+        bucket.work = dist.all_reduce(bucket.buffer, async_op=True)
         self.launched += 1
 
     def finish(self, rescale_denom):
