@@ -61,18 +61,24 @@ def train_opt(save_model, *args):
     return opt
 
 
+def cpu_model(opt, checkpoint=None):
+    """OpenNMT-py's build_model, on the CPU (it picks "cuda" whenever -gpu_ranks is
+    given)."""
+    from onmt.model_builder import build_model
+
+    cpu = copy.copy(opt)
+    cpu.gpu_ranks = []
+    return build_model(cpu, cpu, vocabs(), checkpoint, -1)
+
+
 def build(opt, checkpoint=None):
-    """Model, optimizer, saver and Trainer as train_single.main builds them; the model
-    goes on the CPU (build_model picks "cuda" from -gpu_ranks)."""
+    """Model, optimizer, saver and Trainer as train_single.main builds them."""
     import onmt.models
     import onmt.trainer
-    from onmt.model_builder import build_model
     from onmt.utils.optimizers import Optimizer
 
     rank = dist.get_rank() if dist.is_initialized() else 0
-    cpu = copy.copy(opt)
-    cpu.gpu_ranks = []
-    model = build_model(cpu, cpu, vocabs(), checkpoint, -1)
+    model = cpu_model(opt, checkpoint)
     optim = Optimizer.from_opt(model, opt, checkpoint=checkpoint)
     saver = onmt.models.build_model_saver(opt, opt, model, vocabs(), optim, rank)
     return onmt.trainer.build_trainer(opt, rank, model, vocabs(), optim, model_saver=saver)
@@ -130,18 +136,12 @@ def rank_batches(rank, n, first_seed):
 
 
 def tiny_model():
-    from conftest import tiny_config
-    from onmt_mirror.models.mirror import MirrorModel
-
     torch.manual_seed(0)
-    model = MirrorModel(tiny_config())
-    for p in model.parameters():
-        torch.nn.init.uniform_(p, -0.3, 0.3)
-    return model
+    return cpu_model(train_opt("unused"))
 
 
 def hooks_case(rank):
-    """OverlappedAllReduce alone on conftest's tiny Mirror: each rank's loss over the
+    """OverlappedAllReduce alone on a tiny Mirror: each rank's loss over the
     global sentence count, summed (rescale_denom 1), against one process on the
     concatenated batch."""
     from onmt_mirror.distributed import OverlappedAllReduce
