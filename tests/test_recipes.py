@@ -248,7 +248,7 @@ def test_cpu_smoke_config_is_the_recipe_at_toy_sizes_on_the_cpu(corpus, train_op
     assert toy["encoder_type"] == cfg["encoder_type"] == "mirror"
     assert "gpu_ranks" not in toy and toy.get("model_dtype", "fp32") == "fp32"
     assert toy["hidden_size"] <= 64 and toy["src_vocab_size"] <= 5000
-    assert toy["train_steps"] == toy["save_checkpoint_steps"] <= 300
+    assert toy["train_steps"] == toy["save_checkpoint_steps"] <= 200
     outputs = [toy[k] for k in ("save_data", "src_vocab", "save_model", "log_file")]
     assert all(path.startswith("run/%s_smoke/" % corpus) for path in outputs)
     checkpoint = "run/%s_smoke/mirror_step_%d.pt" % (corpus, toy["train_steps"])
