@@ -84,7 +84,7 @@ def main(root):
         post = v.get("ppl_y_cxz")
         prior = v.get("ppl_y_cxz_prior")
         print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            run, step, fmt(v.get("kl")), fmt(v.get("active_units"), "%d"),
+            run, fmt(step, "%d"), fmt(v.get("kl")), fmt(v.get("active_units"), "%d"),
             fmt(v.get("mi")), "%s / %s" % (fmt(post), fmt(prior)), fmt(v.get("iw_nll")),
             fmt(changed_share(os.path.join(root, run)), "%.3f")))
     print()
