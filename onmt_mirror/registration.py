@@ -663,7 +663,24 @@ _Translator.translate_batch = _translate_batch
 #     enabled"), tensorboard: true (ModuleNotFoundError once the model is built). The
 #     option checks of train and translate (onmt_server's too) run before anything is
 #     loaded or written; they now name the option to change in one line.
+#     Also -num_workers 0: WeightedMixer._logging calls init_logger() (meant for a fresh
+#     data worker) through its module global, and in the main process that replaced the
+#     handlers, so -log_file stopped once data loading began. A configured logger is now
+#     kept; a spawned worker's (no handlers yet) is set up as before.
 import importlib.util  # noqa: E402
+import logging  # noqa: E402
+
+_stock_worker_init_logger = onmt.inputters.dynamic_iterator.init_logger
+
+
+def _init_logger_unless_configured(*args, **kwargs):
+    configured = logging.getLogger("onmt")
+    if configured.handlers:
+        return configured
+    return _stock_worker_init_logger(*args, **kwargs)
+
+
+onmt.inputters.dynamic_iterator.init_logger = _init_logger_unless_configured
 
 _Parser = onmt.utils.parse.ArgumentParser
 _usability_validate_train_opts = _Parser.validate_train_opts.__func__

@@ -44,7 +44,8 @@ PAPER = {  # the paper's settings, shared by both corpora
 TINY_TRAIN = {"hidden_size": 16, "word_vec_size": 8, "mirror_z_size": 4, "train_steps": 3,
               "batch_size": 8, "valid_steps": 3, "save_checkpoint_steps": 3,
               "report_every": 1, "bucket_size": 512, "gpu_ranks": [],
-              "world_size": 1, "model_dtype": "fp32"}
+              "world_size": 1, "model_dtype": "fp32",
+              "num_workers": 0}  # no data workers to start at the run and its validation
 TINY_FLAGS = " ".join("-%s %s" % (k, " ".join(map(str, v)) if isinstance(v, list) else v)
                       for k, v in TINY_TRAIN.items())
 
@@ -289,7 +290,8 @@ def test_cpu_smoke_config_runs_with_paths_from_flags(tmp_path):
                  str(out / "samples")] + vocab,
                 ["onmt_train", "-config", config, "-save_model", str(out / "m"),
                  "-log_file", str(out / "train.log"), "-train_steps", "2",
-                 "-save_checkpoint_steps", "2", "-valid_steps", "2", "-report_every", "1"]
+                 "-save_checkpoint_steps", "2", "-valid_steps", "2", "-report_every", "1",
+                 "-num_workers", "0"]
                 + vocab):
         proc = subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=cwd,
                               capture_output=True, text=True, timeout=600)
