@@ -124,7 +124,10 @@ def test_every_baseline_recipe_key_is_an_onmt_train_option():
                                text=True, timeout=300, cwd=REPO).stdout
     known = set(re.findall(r"(?<![\w-])--?([A-Za-z]\w*)", help_text))
     for corpus in ("dailydialog", "movietriples"):
-        mirror = yaml.safe_load((REPO / "examples" / corpus / "mirror.yaml").read_text())
+        # the paper's Mirror setting (DailyDialog's mirror.yaml adds the latent remedy,
+        # which the comparison gives the CVAE by options: results/comparison.yaml)
+        paper = "mirror_paper.yaml" if corpus == "dailydialog" else "mirror.yaml"
+        mirror = yaml.safe_load((REPO / "examples" / corpus / paper).read_text())
         for name in BASELINES:
             cfg = yaml.safe_load((REPO / "examples" / corpus / (name + ".yaml")).read_text())
             assert not sorted(set(cfg) - known), (corpus, name)
