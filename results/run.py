@@ -92,10 +92,9 @@ def status_of(folder):
 
 
 def write_json(path, data):
-    tmp = "%s.%d.tmp" % (path, threading.get_ident())  # pipelines write side by side
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    os.replace(path + ".tmp", path)
 
 
 def write_status(folder, **fields):
@@ -196,8 +195,9 @@ def best_checkpoint(folder):
 class Pipeline:
     """One job's decodings, search and steps, run one after the other (a thread)."""
 
-    def __init__(self, plan, name, work, data):
+    def __init__(self, plan, name, work, data, models):
         self.plan, self.name, self.work, self.data = plan, name, work, data
+        self.models = models  # job -> its best checkpoint, found once for all pipelines
         self.job = plan["jobs"][name]
         self.kind = self.job.get("kind", "stock")
         self.dir = os.path.join(work, name)
@@ -205,10 +205,10 @@ class Pipeline:
         self.error = None
 
     def model(self, name=None):
-        folder = os.path.join(self.work, name or self.name)
-        path, ppl = best_checkpoint(folder)
-        write_status(folder, decoded_from=os.path.basename(path), best_valid_ppl=ppl)
-        return path
+        name = name or self.name
+        if not self.models.get(name):
+            raise RunError("%s: no checkpoint of %s to decode" % (self.name, name))
+        return self.models[name]
 
     def expand(self, text):
         def sub(m):
@@ -233,10 +233,10 @@ class Pipeline:
             raise RunError("%s: `%s` failed (exit %d); the end of its log:\n%s"
                            % (self.name, cmd, code, tail(self.log_path)))
 
-    def translate(self, src, output, args, model=None):
+    def translate(self, src, output, args):
         args = [self.expand(a) for a in self.plan.get("decode_args", []) + list(args)]
         self.sh(" ".join(shlex.quote(a) for a in [
-            "onmt_translate", "-model", model or self.model(), "-src", self.src(src),
+            "onmt_translate", "-model", self.model(), "-src", self.src(src),
             "-output", output] + args))
 
     def applies(self, spec):
@@ -259,6 +259,8 @@ class Pipeline:
             open(os.path.join(self.dir, "pipeline.done"), "w").close()
         except RunError as e:
             self.error = e
+        except Exception as e:  # a bug in this thread must still stop the run
+            self.error = RunError("%s: %s: %s" % (self.name, type(e).__name__, e))
 
     def search(self, space):
         """Decode every setting on the subset, keep the best by the objective."""
@@ -296,6 +298,8 @@ class Pipeline:
             with open(out, encoding="utf-8") as f:
                 hyps = [tokenize(line) for line in f]
             results[setting] = {"value": bleu(refs, hyps)[objective], "args": args}
+        if not results:  # no setting of the search space applies to this kind
+            return
         chosen = max(results, key=lambda s: results[s]["value"])
         write_json(os.path.join(self.dir, "search.json"),
                    {"objective": objective, "subset": space["src"], "chosen": chosen,
@@ -326,8 +330,26 @@ def make_subsets(plan, work, data):
                 f.writelines(lines)
 
 
+def best_checkpoints(plan, work):
+    """{job: its best checkpoint} of every trained job (training is over when decoding
+    starts), each recorded in the job's status.json."""
+    models = {}
+    for name, job in plan["jobs"].items():
+        folder = os.path.join(work, name)
+        if not job.get("config") or not os.path.isdir(folder):
+            continue
+        try:
+            path, ppl = best_checkpoint(folder)
+        except RunError:  # not trained (yet): an error only for the pipeline needing it
+            continue
+        write_status(folder, decoded_from=os.path.basename(path), best_valid_ppl=ppl)
+        models[name] = path
+    return models
+
+
 def decode(plan, work, names, data, parallel):
     make_subsets(plan, work, data)
+    models = best_checkpoints(plan, work)
     pending = [n for n in names
                if not os.path.exists(os.path.join(work, n, "pipeline.done"))]
     finished = set(names) - set(pending)
@@ -336,7 +358,7 @@ def decode(plan, work, names, data, parallel):
         for name in list(pending):
             needs = set(plan["jobs"][name].get("needs", [])) & set(names)
             if len(running) < parallel and needs <= finished:
-                pipe = Pipeline(plan, name, work, data)
+                pipe = Pipeline(plan, name, work, data, models)
                 os.makedirs(pipe.dir, exist_ok=True)
                 thread = threading.Thread(target=pipe.run)
                 thread.start()
