@@ -179,11 +179,13 @@ class LSTM(nn.LSTM):
         return out, self.permute_hidden((h, c), unsorted_indices)
 
 
-def reparameterize(mean, logvar):
+def reparameterize(mean, logvar, generator=None):
     """z = mean + sigma * eps, eps ~ N(0, I) (the reference drew eps from U[0, 1)).
-    Computed in fp32 also under mixed precision."""
+    Computed in fp32 also under mixed precision; eps from `generator` when given."""
     mean, logvar = mean.float(), logvar.float()
-    return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    eps = torch.randn_like(mean) if generator is None else torch.randn(
+        mean.shape, generator=generator, device=mean.device)
+    return mean + torch.exp(0.5 * logvar) * eps
 
 
 def gaussian_kl_dims(mu_q, logvar_q, mu_p, logvar_p):
@@ -221,8 +223,7 @@ def mutual_information(mean, logvar, generator=None):
     q(z) taken as the mixture of the batch's posteriors, so the estimate is at most
     log(batch size)."""
     B = mean.size(0)
-    z = mean + (0.5 * logvar).exp() * torch.randn(
-        mean.shape, generator=generator, device=mean.device)
+    z = reparameterize(mean, logvar, generator)
     log_q_own = gaussian_log_density(z, mean, logvar)
     log_q_all = gaussian_log_density(z[:, None, :], mean[None], logvar[None])  # (B, B)
     log_q_agg = torch.logsumexp(log_q_all, 1) - math.log(B)
@@ -641,8 +642,7 @@ class MirrorModel(BaseModel):
             y_in, y_gold, plan = dec1_data
             log_w = []
             for _ in range(k):
-                z = mu_q + (0.5 * logvar_q).exp() * torch.randn(
-                    mu_q.shape, generator=gen, device=mu_q.device)
+                z = reparameterize(mu_q, logvar_q, gen)
                 out, _ = self.run_decoder("y_cxz", y_in, z, vecs, memories, plan)
                 log_w.append(-self.nll_rows("y_cxz", out, y_gold, plan)
                              + gaussian_log_density(z, *prior)
