@@ -1,0 +1,69 @@
+"""python -m onmt_mirror.release --model CKPT --output OUT [--dtype fp16|fp32]
+
+A training checkpoint made into a file for decoding and chatting: the optimizer state goes
+(Adam's two moments are twice the model), so do the bag-of-words heads (a training loss
+only: decoding, re-ranking and the IW bound never call them), and the weights are stored
+in fp16 unless --dtype fp32. The options saved with it say -mirror_bow_weight 0, so the
+model rebuilt from them has no heads to fill. Loading casts back to the decoding
+precision (onmt_translate -precision), so the file works on CPU and GPU alike.
+
+The stock `onmt_release_model` only drops the optimizer; this also works for non-Mirror
+checkpoints (then it drops the optimizer and casts).
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+from onmt_mirror.checkpoint_io import atomic_save, safe_load
+from onmt_mirror.errors import MirrorError, one_line
+
+TRAINING_ONLY = ("bow_",)  # parameter name prefixes that only a training loss uses
+
+
+def release(checkpoint, dtype=torch.float16):
+    """The checkpoint dict, released (a new dict; the input is not changed)."""
+    out = dict(checkpoint, optim=None)
+    model = checkpoint["model"]
+    out["model"] = {k: _cast(v, dtype) for k, v in model.items()
+                    if not k.startswith(TRAINING_ONLY)}
+    out["generator"] = {k: _cast(v, dtype) for k, v in checkpoint["generator"].items()}
+    if any(k.startswith(TRAINING_ONLY) for k in model):
+        opt = checkpoint["opt"]
+        out["opt"] = type(opt)(**vars(opt))
+        out["opt"].mirror_bow_weight = 0.0
+    return out
+
+
+def _cast(tensor, dtype):
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[2])
+    parser.add_argument("--model", required=True, help="a checkpoint from onmt_train")
+    parser.add_argument("--output", required=True, help="the released checkpoint")
+    parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
+    args = parser.parse_args(argv)
+    import onmt  # noqa: F401  (registers the plugin: safe loading of the saved options)
+
+    try:
+        ckpt = safe_load(args.model, map_location="cpu")
+        if not isinstance(ckpt, dict) or not {"model", "generator", "opt"} <= set(ckpt):
+            raise MirrorError("%s is not an OpenNMT-py checkpoint (no model, generator "
+                              "and opt entries)" % args.model)
+        released = release(ckpt, torch.float16 if args.dtype == "fp16" else torch.float32)
+        atomic_save(released, args.output)
+    except MirrorError as exc:
+        sys.stderr.write("onmt_mirror: error: %s\n" % one_line(exc))
+        return 1
+    print("release: %s (%.1f MB) -> %s (%.1f MB, %s, no optimizer%s)" % (
+        args.model, os.path.getsize(args.model) / 1e6, args.output,
+        os.path.getsize(args.output) / 1e6, args.dtype,
+        ", no bag-of-words heads" if released["opt"] is not ckpt["opt"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`python -m onmt_mirror.release`: what it drops, what it keeps, and that decoding with the
+released file is the same model (the bag-of-words heads are a training loss only)."""
+import torch
+
+from cli_util import cli, error_line, mirror_config, write_corpus
+
+
+def _train(tmp_path):
+    write_corpus(tmp_path)
+    cfg = mirror_config(tmp_path, mirror_bow_weight=1.0, train_steps=20,
+                        save_checkpoint_steps=20, valid_steps=20)
+    cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], tmp_path)
+    cli(["onmt_train", "-config", cfg], tmp_path)
+    return tmp_path / "run" / "model_step_20.pt"
+
+
+def _translate(tmp_path, model, output):
+    cli(["onmt_translate", "-model", str(model), "-src", "train.src", "-output", output,
+         "-beam_size", "3", "-max_length", "8"], tmp_path)
+    return (tmp_path / output).read_text()
+
+
+def test_release_drops_optimizer_and_heads_casts_and_decodes_the_same(tmp_path):
+    ckpt = _train(tmp_path)
+    for dtype in ("fp16", "fp32"):
+        cli(["python", "-m", "onmt_mirror.release", "--model", str(ckpt), "--output",
+             "run/%s.pt" % dtype, "--dtype", dtype], tmp_path)
+    full = torch.load(ckpt, weights_only=False)
+    half = torch.load(tmp_path / "run" / "fp16.pt", weights_only=False)
+    assert full["optim"] is not None and half["optim"] is None
+    heads = {k for k in full["model"] if k.startswith("bow_")}
+    assert heads and set(full["model"]) - set(half["model"]) == heads
+    assert full["opt"].mirror_bow_weight == 1.0 and half["opt"].mirror_bow_weight == 0.0
+    for part in ("model", "generator"):
+        for k, v in half[part].items():
+            was = full[part][k]
+            assert v.dtype == (torch.float16 if was.is_floating_point() else was.dtype)
+            assert torch.equal(v, was.to(v.dtype))
+    # without the heads and at full precision, decoding is exactly the trained model's
+    assert _translate(tmp_path, "run/fp32.pt", "fp32.txt") == \
+        _translate(tmp_path, ckpt, "full.txt")
+    assert len(_translate(tmp_path, "run/fp16.pt", "fp16.txt").splitlines()) == 6
+
+
+def test_release_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "x.pt").write_text("not a checkpoint")
+    proc = cli(["python", "-m", "onmt_mirror.release", "--model", "x.pt", "--output",
+                "y.pt"], tmp_path, ok=False)
+    assert "x.pt is not a complete checkpoint" in error_line(proc)
+    assert not (tmp_path / "y.pt").exists()
