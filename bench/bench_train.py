@@ -45,7 +45,7 @@ from onmt.trainer import build_trainer
 from onmt.utils.optimizers import Optimizer
 from onmt.utils.parse import ArgumentParser
 
-from onmt_mirror.models.mirror import LSTM
+from onmt_mirror.modules.lstm import LSTM
 
 SIZES = dict(hidden=1000, emb=200, layers=2, vocab=20000, z=160)
 SYSTEMS = {
@@ -54,7 +54,7 @@ SYSTEMS = {
     "mirror": ["-encoder_type", "mirror", "-input_feed", "0",
                "-mirror_z_size", str(SIZES["z"])],
 }
-# Mirror with autocast's own per-weight casts for cuDNN (models/mirror.py:LSTM off), to
+# Mirror with autocast's own per-weight casts for cuDNN (modules/lstm.py:LSTM off), to
 # measure what casting the flat weight buffer once buys; not in the default table.
 SYSTEMS["mirror_autocast_weights"] = SYSTEMS["mirror"]
 # Mirror with F.cross_entropy on fp32 logits instead of the fused kernel

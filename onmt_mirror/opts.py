@@ -9,15 +9,23 @@ Sizes reuse the stock options: -enc_layers/-dec_layers, -hidden_size (or -enc_hi
 -dec_hid_size), -word_vec_size, -dropout, -global_attention, -input_feed, -param_init.
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MIRROR_ENCODER = "mirror"
-# The one table of Mirror's decoders, named after what they model: what each predicts,
-# the sentence vectors its initial state reads, and the encoder outputs it attends over.
-DECODERS = {"y_cxz": ("y", "cx", "x"),  # Dec1 p(y|c,z,x)
-            "x_cz": ("x", "c", "c"),  # Dec2 p(x|c,z)
-            "x_cyz": ("x", "cy", "y"),  # Dec3 p(x|c,z,y)
-            "y_cz": ("y", "c", "c")}  # Dec4 p(y|c,z)
-ALL_DECODERS = tuple(DECODERS)
+
+
+class Decoder(NamedTuple):
+    target: str  # the utterance it predicts
+    init_from: str  # the sentence vectors its initial state reads
+    memory_from: str  # the utterance whose encoder outputs it attends over
+
+
+# The one table of Mirror's decoders, named after what they model; the model, the loss,
+# the re-rankers and the options below all read it.
+DECODERS = {"y_cxz": Decoder("y", "cx", "x"),  # Dec1 p(y|c,z,x)
+            "x_cz": Decoder("x", "c", "c"),  # Dec2 p(x|c,z)
+            "x_cyz": Decoder("x", "cy", "y"),  # Dec3 p(x|c,z,y)
+            "y_cz": Decoder("y", "c", "c")}  # Dec4 p(y|c,z)
 QUERY_TOKEN = "｟mirror_query｠"  # between context and query in the src field
 TURN_TOKEN = "｟mirror_turn｠"  # between context turns (when more than one is kept)
 
@@ -41,7 +49,7 @@ def add_mirror_options(parser):
     group.add("--mirror_z_size", "-mirror_z_size", type=int, default=160,
               help="Size of the latent z (paper: 160 DailyDialog, 100 MovieTriples).")
     group.add("--mirror_decoders", "-mirror_decoders", type=str,
-              default=",".join(ALL_DECODERS),
+              default=",".join(DECODERS),
               help="Decoders to train: y_cxz (Dec1), x_cz (Dec2), x_cyz (Dec3), y_cz "
               "(Dec4). Only y_cxz gives a CVAE (the paper's Eq. 1).")
     group.add("--mirror_prior", "-mirror_prior", choices=["c", "cx"], default="c",
@@ -179,7 +187,7 @@ class MirrorConfig:
     bidirectional: bool = False
     input_feed: bool = True  # False: one cuDNN call per decoder, attention after
     attn_type: str = "general"  # Luong "general", as the reference
-    decoders: tuple = ALL_DECODERS
+    decoders: tuple = tuple(DECODERS)
     prior: str = "c"
     share_dec_embeddings: bool = False
     share_generators: bool = False
@@ -202,12 +210,12 @@ class MirrorConfig:
     @classmethod
     def from_opt(cls, opt, vocab):
         decoders = tuple(d.strip() for d in opt.mirror_decoders.split(",") if d.strip())
-        unknown = [d for d in decoders if d not in ALL_DECODERS]
+        unknown = [d for d in decoders if d not in DECODERS]
         if unknown or "y_cxz" not in decoders:
             from onmt_mirror.errors import MirrorError
 
             raise MirrorError("-mirror_decoders %r: choose from %s, y_cxz included"
-                              % (opt.mirror_decoders, ",".join(ALL_DECODERS)))
+                              % (opt.mirror_decoders, ",".join(DECODERS)))
         dropout = opt.dropout[0] if isinstance(opt.dropout, list) else opt.dropout
         return cls(
             vocab_size=len(vocab),

@@ -6,8 +6,9 @@ from torch.distributions import Normal, kl_divergence
 
 from conftest import EOS, PAD, QUERY, make_batch, tiny_config
 from onmt_mirror.losses.mirror_loss import MirrorLoss
-from onmt_mirror.models.mirror import (MirrorModel, gaussian_kl, reparameterize,
-                                       split_src)
+from onmt_mirror.models.mirror import MirrorModel
+from onmt_mirror.modules.gaussian import gaussian_kl, reparameterize
+from onmt_mirror.modules.src_field import split_src
 
 
 def test_kl_matches_torch_distributions():
@@ -57,7 +58,7 @@ def decoder_nll(model, name, dec_in, gold, z, vecs, memories):
 
 def parts(model, src, tgt, src_len):
     """Re-derive z, vectors and memories exactly as forward() does in eval mode."""
-    from onmt_mirror.models.mirror import lengths_to_mask
+    from onmt_mirror.modules.padding import lengths_to_mask
 
     src, tgt = src[:, :, 0], tgt[:, :, 0]
     enc = model.encode_dialogue(src, src_len)
@@ -224,7 +225,7 @@ def test_pack_plan_matches_pytorch_packing():
     reads), and an LSTM over it gives the padded LSTM's outputs at real positions."""
     from torch.nn.utils.rnn import pack_padded_sequence
 
-    from onmt_mirror.models.mirror import PackPlan
+    from onmt_mirror.modules.padding import PackPlan
 
     torch.manual_seed(0)
     lengths = torch.tensor([3, 5, 1, 5, 2])
@@ -277,7 +278,7 @@ def test_cast_flat_weights_is_one_copy_and_routes_every_gradient():
     """LSTM's fp16 weights under autocast: views of ONE cast buffer at the weights' own
     offsets (what cuDNN accepts as flat), and gradients back to each fp32 weight, from a
     flat gradient buffer (cuDNN's) or from separate tensors."""
-    from onmt_mirror.models.mirror import _CastFlatWeights
+    from onmt_mirror.modules.lstm import _CastFlatWeights
 
     torch.manual_seed(0)
     shapes = [(8, 3), (8, 2), (8,), (8,)]
@@ -312,7 +313,7 @@ def test_flat_cast_lstm_equals_nn_lstm_under_autocast(packed):
 
     from torch.nn.utils.rnn import pack_padded_sequence
 
-    from onmt_mirror.models.mirror import LSTM
+    from onmt_mirror.modules.lstm import LSTM
 
     torch.manual_seed(0)
     ours = LSTM(16, 32, 2, batch_first=True, dropout=0.0).cuda()

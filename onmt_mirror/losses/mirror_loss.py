@@ -22,13 +22,12 @@ from onmt.utils.statistics import Statistics
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.opts import DECODERS
 
-DECODER_SIDE = {d: target for d, (target, _, _) in DECODERS.items()}
-
 
 def decoder_weights(decoders, backward_weight):
-    per_side = {s: sum(DECODER_SIDE[d] == s for d in decoders) for s in ("x", "y")}
-    return {d: (backward_weight if DECODER_SIDE[d] == "x" else 1.0)
-            / per_side[DECODER_SIDE[d]] for d in decoders}
+    sides = {d: DECODERS[d].target for d in decoders}
+    per_side = {s: sum(side == s for side in sides.values()) for s in ("x", "y")}
+    return {d: (backward_weight if side == "x" else 1.0) / per_side[side]
+            for d, side in sides.items()}
 
 
 class MirrorStatistics(Statistics):
@@ -63,8 +62,8 @@ class MirrorStatistics(Statistics):
         latent diagnostics (active units, MI, the importance-weighted NLL), as floats."""
         t = self.terms
         out = {}
-        for d, side in DECODER_SIDE.items():
-            n = t.get("n_" + side, 0.0)
+        for d, spec in DECODERS.items():
+            n = t.get("n_" + spec.target, 0.0)
             if "nll_" + d in t and n:
                 out["ppl_" + d] = math.exp(min(t["nll_" + d] / n, 100))
         if "nll_y_cxz_prior" in t and t.get("n_y"):

@@ -21,7 +21,8 @@ import torch.nn as nn
 from onmt.encoders.encoder import EncoderBase
 
 from onmt_mirror.errors import MirrorError
-from onmt_mirror.models.mirror import RNNEncoder, lengths_to_mask
+from onmt_mirror.modules.padding import lengths_to_mask
+from onmt_mirror.modules.rnn_encoder import RNNEncoder
 
 HRED_ENCODER = "hred"
 

@@ -9,271 +9,43 @@ The training objective (the paper's Eq. 6) is
 read here from parts to the whole: encoders -> Gaussian nets -> attention decoder ->
 MirrorModel. With only the y_cxz decoder and the prior on (c, x) the same model is the
 CVAE of the paper's Eq. 1. The last class adapts the model to the encoder/decoder interface
-that OpenNMT-py's beam search drives; only Dec1 p(y|c,z,x) runs at decoding time.
+that OpenNMT-py's beam search drives; only Dec1 p(y|c,z,x) runs at decoding time. The
+tensor plumbing underneath (packing, the LSTM, the Gaussian algebra) is in modules/.
 """
 import math
+from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from onmt.models.model import BaseModel
-from torch.nn.utils.rnn import PackedSequence
 
 from onmt_mirror.errors import MirrorError
-from onmt_mirror.opts import DECODERS
 from onmt_mirror.losses.fused_cross_entropy import cross_entropy_sum
+from onmt_mirror.models.hred import HierarchicalContextEncoder
+from onmt_mirror.modules.lstm import LSTM
+from onmt_mirror.modules.gaussian import (free_bits_kl, gaussian_kl_dims,
+                                          gaussian_log_density, mutual_information,
+                                          reparameterize)
+from onmt_mirror.modules.padding import PackPlan, lengths_to_mask
+from onmt_mirror.modules.rnn_encoder import RNNEncoder
+from onmt_mirror.modules.src_field import split_src
+from onmt_mirror.opts import DECODERS
 
 
-def lengths_to_mask(lengths, max_len):
-    """(B,) lengths -> (B, max_len) bool mask, True on real tokens."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+class EncoderResult(NamedTuple):
+    """What the encoders make of one utterance (c, x or y) of a batch. The context encoder
+    is an RNNEncoder over c's tokens, or VHRED's HierarchicalContextEncoder over its
+    turns; x and y share one RNNEncoder."""
 
+    tokens: torch.Tensor  # (B, L) ids, no <s> or </s>, padded
+    lengths: torch.Tensor  # (B,) on the device
+    memory: torch.Tensor  # (B, L, H) encoder outputs, what the decoders attend over
+    vector: torch.Tensor  # (B, H) sentence vector, what the Gaussian nets and bridges read
 
-def split_src(src, src_len, query_id, pad_id, extra_lengths=()):
-    """The src field is `c ｟mirror_query｠ x` (see the mirror_triple transform).
-
-    src: (B, L) token ids -> c (B, Lc), c_len (B,), x (B, Lx), x_len (B,), and the host
-    copies of [c_len, x_len, *extra_lengths] as one (k, B) CPU tensor: packing needs
-    lengths on the host, and fetching them all at once is the step's single sync.
-    """
-    is_query = src == query_id
-    q_pos = is_query.int().argmax(1)
-    c_len = q_pos.clamp(min=1)  # an empty context reads the marker itself
-    x_len = (src_len - q_pos - 1).clamp(min=1)
-    host = torch.stack([is_query.any(1).long(), c_len, x_len, *extra_lengths]).cpu()
-    if not bool(host[0].all()):
-        raise MirrorError("a src line has no query marker: Mirror needs the "
-                          "'mirror_triple' transform on every corpus (and on -src)")
-    c = src[:, : int(host[1].max())]
-    c = c.masked_fill(~lengths_to_mask(c_len, c.size(1)), pad_id)
-    lx = int(host[2].max())
-    idx = (q_pos[:, None] + 1 + torch.arange(lx, device=src.device)[None, :])
-    x = src.gather(1, idx.clamp(max=src.size(1) - 1))
-    x = x.masked_fill(~lengths_to_mask(x_len, lx), pad_id)
-    return c, c_len, x, x_len, host[1:]
-
-
-class PackPlan:
-    """How rows of lengths `lengths` (host) sit in a (B, T) batch, as cuDNN reads them.
-
-    PyTorch's pack_padded_sequence / pad_packed_sequence copy one time step at a time
-    (forward and backward): with six LSTM calls a Mirror step issued ~2,000 small copies and
-    was bound by the CPU. Here one index built on the host, copied asynchronously, packs
-    with one gather and unpacks with one scatter. `index` holds the flat (b * T + t)
-    positions of the real tokens in packed (time-major, longest-first) order; the same
-    order serves the output layers and their gold tokens, so padding never reaches them.
-    """
-
-    def __init__(self, lengths, width, device):
-        # numpy on the host: torch's boolean indexing runs multi-threaded here and its
-        # idle threads then spin (twice the CPU time of this plan on 2 cores)
-        n = lengths.cpu().long().numpy()
-        order = np.argsort(-n, kind="stable")
-        steps = np.arange(n.max())
-        real = steps[:, None] < n[order][None, :]  # (T_max, B), time-major
-        self.batch_sizes = torch.from_numpy(real.sum(1).astype(np.int64))
-        index = (order[None, :] * width + steps[:, None])[real]
-        B = n.size
-        host = torch.from_numpy(np.concatenate([index, order, np.argsort(order)]))
-        if device.type == "cuda":
-            host = host.pin_memory()
-        host = host.to(device, non_blocking=True)
-        self.index, self.sorted_indices, self.unsorted_indices = host.split(
-            [index.size, B, B])
-        self.shape = (B, width)
-
-    def pack(self, padded):
-        """(B, T, D) -> PackedSequence for nn.LSTM (which also reorders its (h0, c0))."""
-        data = padded.reshape(-1, padded.size(-1)).index_select(0, self.index)
-        return PackedSequence(data, self.batch_sizes, self.sorted_indices,
-                              self.unsorted_indices)
-
-    def unpack(self, data):
-        """Packed (N, D) -> (B, T, D), zeros at padding."""
-        B, T = self.shape
-        out = data.new_zeros(B * T, data.size(-1)).index_copy(0, self.index, data)
-        return out.view(B, T, -1)
-
-    def select(self, padded):
-        """(B, T, ...) -> (N, ...) at the real positions, in packed order."""
-        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.index)
-
-
-class _CastFlatWeights(torch.autograd.Function):
-    """fp32 LSTM weights that are views of one buffer -> the same views of ONE fp16 copy.
-
-    Backward casts the gradient back the same way: cuDNN returns the weight gradients as
-    views of one buffer laid out like the weights, so that is one kernel too."""
-
-    @staticmethod
-    def forward(ctx, *weights):
-        ctx.set_materialize_grads(False)
-        ctx.layout = [(w.size(), w.stride(), w.storage_offset()) for w in weights]
-        half = _whole_storage(weights[0]).to(torch.half)
-        return tuple(half.as_strided(*layout) for layout in ctx.layout)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        if all(g is not None for g in grads) and len({
-                g.untyped_storage().data_ptr() for g in grads}) == 1 and [
-                (g.size(), g.stride(), g.storage_offset()) for g in grads] == ctx.layout:
-            flat = _whole_storage(grads[0]).float()
-            return tuple(flat.as_strided(*layout) for layout in ctx.layout)
-        return tuple(None if g is None else g.float() for g in grads)
-
-
-def _whole_storage(t):
-    """A 1-D tensor over all of t's storage (element offsets as in t's own views)."""
-    return t.new_empty(0).set_(t.untyped_storage())
-
-
-class LSTM(nn.LSTM):
-    """nn.LSTM whose fp16 weights, under CUDA autocast, are cast in one kernel.
-
-    Autocast casts an LSTM's fp32 weights for cuDNN one tensor at a time into a fresh flat
-    buffer, each copy with its own autograd node, forward and backward: in a profile of
-    Mirror at batch 512 that doubled the host time inside the LSTM calls. On CUDA
-    nn.LSTM keeps its weights as views of one cuDNN-ordered buffer, so casting that buffer
-    whole gives fp16 views that cuDNN takes as they are. Same parameters, same state dict;
-    anywhere else (CPU, fp32, weights not flat) it is nn.LSTM."""
-
-    cast_flat = True  # the speed benchmark turns it off to measure what it buys
-
-    def flat_half_weights(self):
-        self._update_flat_weights()  # as nn.LSTM.forward does, before reading them
-        w = self._flat_weights
-        if not (self.cast_flat and w[0].is_cuda and torch.is_autocast_enabled("cuda")
-                and torch.backends.cudnn.enabled and self.proj_size == 0):
-            return None
-        storage = w[0].untyped_storage().data_ptr()
-        if any(t.dtype != torch.float32 or t.untyped_storage().data_ptr() != storage
-               for t in w):
-            return None
-        return _CastFlatWeights.apply(*w)
-
-    def forward(self, input, hx=None):
-        packed = isinstance(input, PackedSequence)
-        weights = self.flat_half_weights()
-        if weights is None or (not packed and input.dim() != 3):
-            return super().forward(input, hx)
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            rows = int(batch_sizes[0])
-        else:
-            data, batch_sizes, sorted_indices, unsorted_indices = input, None, None, None
-            rows = input.size(0 if self.batch_first else 1)
-        if hx is None:
-            zeros = data.new_zeros((2 if self.bidirectional else 1) * self.num_layers,
-                                   rows, self.hidden_size)
-            hx = (zeros, zeros)
-        else:
-            hx = self.permute_hidden(hx, sorted_indices)
-        flags = (self.bias, self.num_layers, self.dropout, self.training,
-                 self.bidirectional)
-        if packed:
-            out, h, c = torch._VF.lstm(data, batch_sizes, hx, weights, *flags)
-            out = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
-        else:
-            out, h, c = torch._VF.lstm(data, hx, weights, *flags, self.batch_first)
-        return out, self.permute_hidden((h, c), unsorted_indices)
-
-
-def reparameterize(mean, logvar, generator=None):
-    """z = mean + sigma * eps, eps ~ N(0, I) (the reference drew eps from U[0, 1)).
-    Computed in fp32 also under mixed precision; eps from `generator` when given."""
-    mean, logvar = mean.float(), logvar.float()
-    eps = torch.randn_like(mean) if generator is None else torch.randn(
-        mean.shape, generator=generator, device=mean.device)
-    return mean + torch.exp(0.5 * logvar) * eps
-
-
-def gaussian_kl_dims(mu_q, logvar_q, mu_p, logvar_p):
-    """Analytic KL(N(mu_q, var_q) || N(mu_p, var_p)) per z dimension: (B, Z)."""
-    return 0.5 * (logvar_p - logvar_q
-                  + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1)
-
-
-def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p):
-    """The KL summed over z dims: (B, Z) -> (B,)."""
-    return gaussian_kl_dims(mu_q, logvar_q, mu_p, logvar_p).sum(-1)
-
-
-def free_bits_kl(kl_dims, target, mode):
-    """KL thresholding: what the loss sees of a batch's KL (B, Z) when KL under `target`
-    nats costs nothing. "sentence": sum_i max(KL_i, target), each example's own target
-    (DialogVED); "dim": B * sum_d max(mean_i KL_id, target), the batch-mean KL of each
-    dimension (Kingma et al. 2016). Below the target the gradient is zero."""
-    if mode == "sentence":
-        return kl_dims.sum(-1).clamp(min=target).sum()
-    if mode == "dim":
-        return kl_dims.size(0) * kl_dims.mean(0).clamp(min=target).sum()
-    raise MirrorError("-mirror_free_bits_mode %r: sentence or dim" % mode)
-
-
-def gaussian_log_density(z, mean, logvar):
-    """log N(z; mean, diag(exp(logvar))) summed over the last axis."""
-    return -0.5 * (math.log(2 * math.pi) * z.size(-1)
-                   + (logvar + (z - mean) ** 2 / logvar.exp()).sum(-1))
-
-
-def mutual_information(mean, logvar, generator=None):
-    """Estimate of I(z; (c, x, y)) under q over one batch (Hoffman & Johnson 2016, as
-    He et al. 2019 compute it): E[log q(z|.)] - E[log q(z)], the aggregate posterior
-    q(z) taken as the mixture of the batch's posteriors, so the estimate is at most
-    log(batch size)."""
-    B = mean.size(0)
-    z = reparameterize(mean, logvar, generator)
-    log_q_own = gaussian_log_density(z, mean, logvar)
-    log_q_all = gaussian_log_density(z[:, None, :], mean[None], logvar[None])  # (B, B)
-    log_q_agg = torch.logsumexp(log_q_all, 1) - math.log(B)
-    return (log_q_own - log_q_agg).mean()
-
-
-class BagOfWords(nn.Module):
-    """The bag-of-words loss (Zhao et al. 2017): an MLP from [z; the prior's input]
-    predicts every word of an utterance, order ignored. The decoders can model y
-    without z; this head cannot, so z has to carry the utterance's words."""
-
-    HIDDEN = 400  # NeuralDialog-CVAE's size
-
-    def __init__(self, in_size, vocab_size):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_size, self.HIDDEN), nn.Tanh(),
-                                 nn.Linear(self.HIDDEN, vocab_size))
-
-    def forward(self, inputs, tokens, pad_id):
-        """inputs (B, D), tokens (B, L) without specials -> the summed NLL (fp32)."""
-        logp = F.log_softmax(self.mlp(inputs).float(), -1)
-        tok = logp.gather(1, tokens)
-        return -tok.masked_fill(tokens.eq(pad_id), 0.0).sum()
-
-
-class RNNEncoder(nn.Module):
-    """A (bi)LSTM over embedded tokens that honours lengths (the reference let padding
-    leak into its sentence vectors). The sentence vector is the final (h, c) of every
-    layer through Linear+ReLU, as in the reference."""
-
-    def __init__(self, emb_size, hidden, layers, dropout, bidirectional):
-        super().__init__()
-        if bidirectional and hidden % 2:
-            raise MirrorError("-mirror_bidirectional needs an even -hidden_size")
-        self.dirs = 2 if bidirectional else 1
-        self.lstm = LSTM(emb_size, hidden // self.dirs, layers, batch_first=True,
-                         dropout=dropout if layers > 1 else 0.0,
-                         bidirectional=bidirectional)
-        self.to_vec = nn.Sequential(nn.Linear(2 * layers * hidden, hidden), nn.ReLU())
-
-    def forward(self, emb, lengths):
-        # emb: (B, L, E), lengths: (B,) -> out (B, L, H), vec (B, H)
-        plan = PackPlan(lengths, emb.size(1), emb.device)
-        packed, (h, c) = self.lstm(plan.pack(emb))
-        out = plan.unpack(packed.data)
-        B = emb.size(0)
-        # (layers*dirs, B, H/dirs) -> (B, layers*H): directions of a layer side by side
-        h = h.view(-1, self.dirs, B, h.size(-1)).permute(2, 0, 1, 3).reshape(B, -1)
-        c = c.view(-1, self.dirs, B, c.size(-1)).permute(2, 0, 1, 3).reshape(B, -1)
-        return out, self.to_vec(torch.cat([h, c], -1))
+    def mask(self):
+        """(B, L) True on real tokens, for attention over `memory`."""
+        return lengths_to_mask(self.lengths, self.memory.size(1))
 
 
 class GaussianNet(nn.Module):
@@ -390,6 +162,25 @@ class AttnDecoder(nn.Module):
         return (out if plan is None else plan.select(out)), torch.cat(attns, 1), state, feed
 
 
+class BagOfWords(nn.Module):
+    """The bag-of-words loss (Zhao et al. 2017): an MLP from [z; the prior's input]
+    predicts every word of an utterance, order ignored. The decoders can model y
+    without z; this head cannot, so z has to carry the utterance's words."""
+
+    HIDDEN = 400  # NeuralDialog-CVAE's size
+
+    def __init__(self, in_size, vocab_size):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_size, self.HIDDEN), nn.Tanh(),
+                                 nn.Linear(self.HIDDEN, vocab_size))
+
+    def forward(self, inputs, tokens, pad_id):
+        """inputs (B, D), tokens (B, L) without specials -> the summed NLL (fp32)."""
+        logp = F.log_softmax(self.mlp(inputs).float(), -1)
+        tok = logp.gather(1, tokens)
+        return -tok.masked_fill(tokens.eq(pad_id), 0.0).sum()
+
+
 class KLAnnealing(nn.Module):
     """KL weight rising linearly from 0 to `weight` over `steps` training batches;
     cyclical (Fu et al. 2019) with cycles > 1: the `steps`-long cycle repeats, rising
@@ -414,13 +205,12 @@ class KLAnnealing(nn.Module):
         done = step >= self.cycles * self.steps
         return self.weight * torch.where(done, 1.0, rising.clamp(max=1.0))[0]
 
-
 class MirrorModel(BaseModel):
     """Context encoder, utterance encoder (shared by x and y), prior_net, posterior_net and
     up to four decoders named after what they model: dec_y_cxz p(y|c,z,x) (Dec1), dec_x_cz
     p(x|c,z) (Dec2), dec_x_cyz p(x|c,z,y) (Dec3), dec_y_cz p(y|c,z) (Dec4)."""
 
-    DECODERS = DECODERS  # what each decoder predicts, its initial state and its memory
+    DECODERS = DECODERS  # opts.DECODERS: what each predicts, reads and attends over
 
     def __init__(self, cfg):
         super().__init__(None, None)
@@ -429,8 +219,6 @@ class MirrorModel(BaseModel):
         self.embedding = nn.Embedding(V, E, padding_idx=cfg.pad_id)  # encoders' table
         self.emb_dropout = nn.Dropout(cfg.dropout)
         if cfg.context_encoder == "hierarchical":  # VHRED: an RNN per turn, one over turns
-            from onmt_mirror.models.hred import HierarchicalContextEncoder
-
             self.context_encoder = HierarchicalContextEncoder(
                 E, H, cfg.enc_layers, cfg.dropout, cfg.bidirectional, (cfg.turn_id,))
         else:
@@ -441,7 +229,7 @@ class MirrorModel(BaseModel):
         self.prior_net = GaussianNet(H * len(cfg.prior), H, Z)
         self.posterior_net = GaussianNet(3 * H, H, Z)
         for name in cfg.decoders:
-            init_size = H * len(self.DECODERS[name][1])
+            init_size = H * len(self.DECODERS[name].init_from)
             setattr(self, "dec_" + name, AttnDecoder(
                 E, Z, H, cfg.dec_layers, cfg.dropout, cfg.input_feed, cfg.attn_type,
                 init_size))
@@ -467,7 +255,7 @@ class MirrorModel(BaseModel):
         if cfg.bow_weight <= 0:
             return ""
         if cfg.bow_sides == "auto":
-            return "".join(s for s in "xy" if any(self.DECODERS[d][0] == s
+            return "".join(s for s in "xy" if any(self.DECODERS[d].target == s
                                                   for d in cfg.decoders))
         return cfg.bow_sides
 
@@ -495,9 +283,8 @@ class MirrorModel(BaseModel):
 
     def encode_dialogue(self, src, src_len, y=None, y_len=None):
         """c through the context encoder; x (and y, when given) through the utterance
-        encoder in ONE call, stacked on the batch axis. Returns {"c"|"x"|"y": (tokens,
-        lengths, outputs (B, L, H), sentence vector (B, H))} and "host": the lengths
-        of c, x (and y) on the host."""
+        encoder in ONE call, stacked on the batch axis. Returns {"c"|"x"|"y":
+        EncoderResult} and "host": the lengths of c, x (and y) on the host."""
         extra = (y_len,) if y is not None else ()
         c, c_len, x, x_len, host = split_src(src, src_len, self.cfg.query_id,
                                              self.cfg.pad_id, extra)
@@ -510,15 +297,15 @@ class MirrorModel(BaseModel):
         stacked = torch.cat([F.pad(u, (0, width - u.size(1)), value=self.cfg.pad_id)
                              for u, _ in utts])
         out, vec = self.utterance_encoder(self.embed(stacked), host[1:].reshape(-1))
-        enc = {"c": (c, c_len, c_out, c_vec), "host": dict(zip("cxy", host))}
+        enc = {"c": EncoderResult(c, c_len, c_out, c_vec), "host": dict(zip("cxy", host))}
         B = src.size(0)
         for i, (key, (u, n)) in enumerate(zip("xy", utts)):
-            enc[key] = (u, n, out[i * B:(i + 1) * B, : u.size(1)], vec[i * B:(i + 1) * B])
+            enc[key] = EncoderResult(u, n, out[i * B:(i + 1) * B, : u.size(1)],
+                                     vec[i * B:(i + 1) * B])
         return enc
 
     def prior_input(self, enc):
-        vecs = {"c": enc["c"][3], "x": enc["x"][3]}
-        return torch.cat([vecs[k] for k in self.cfg.prior], -1)
+        return torch.cat([enc[k].vector for k in self.cfg.prior], -1)
 
     def prior(self, enc):
         return self.prior_net(self.prior_input(enc))
@@ -547,13 +334,21 @@ class MirrorModel(BaseModel):
         nll, argmax = cross_entropy_sum(self.readout(decoder)(out), gold, self.fused_ce)
         return nll, (argmax.eq(gold).sum() if with_correct else None)
 
+    @staticmethod
+    def decoder_inputs(enc):
+        """What run_decoder reads of encode_dialogue's result: {side: sentence vector} and
+        {side: (memory, mask)}, the masks built once for all decoders."""
+        sides = [k for k in "cxy" if k in enc]
+        return ({k: enc[k].vector for k in sides},
+                {k: (enc[k].memory, enc[k].mask()) for k in sides})
+
     def run_decoder(self, name, dec_in, z, vecs, memories, plan=None):
         """Outputs (B, T, H), or (N, H) on the real tokens when teacher forcing passes
         the PackPlan of dec_in's lengths."""
-        target, init_from, memory_from = self.DECODERS[name]
+        spec = self.DECODERS[name]
         dec = getattr(self, "dec_" + name)
-        state = dec.init_state(torch.cat([vecs[k] for k in init_from], -1))
-        memory, mask = memories[memory_from]
+        state = dec.init_state(torch.cat([vecs[k] for k in spec.init_from], -1))
+        memory, mask = memories[spec.memory_from]
         out, attn, _, _ = dec(self.embed(dec_in, name), z, state, memory, mask, plan=plan)
         return out, attn
 
@@ -571,23 +366,17 @@ class MirrorModel(BaseModel):
         y = tgt[:, 1:].masked_fill(tgt[:, 1:].eq(cfg.eos_id), cfg.pad_id)
         y_len = y.ne(cfg.pad_id).sum(1).clamp(min=1)
         enc = self.encode_dialogue(src, src_len, y, y_len)
-        c, c_len, c_out, c_vec = enc["c"]
-        x, x_len, x_out, x_vec = enc["x"]
-        y, y_len, y_out, y_vec = enc["y"]
 
         prior_in = self.prior_input(enc)
         mu_p, logvar_p = self.prior_net(prior_in)
-        mu_q, logvar_q = self.posterior_net(torch.cat([c_vec, x_vec, y_vec], -1))
+        mu_q, logvar_q = self.posterior_net(torch.cat([enc[k].vector for k in "cxy"], -1))
         # a sample in training; the posterior mean for (deterministic) validation
         z = reparameterize(mu_q, logvar_q) if self.training else mu_q
         kl_dims = gaussian_kl_dims(mu_q.float(), logvar_q.float(), mu_p.float(),
                                    logvar_p.float())
 
-        vecs = {"c": c_vec, "x": x_vec, "y": y_vec}
-        memories = {"c": (c_out, lengths_to_mask(c_len, c_out.size(1))),
-                    "x": (x_out, lengths_to_mask(x_len, x_out.size(1))),
-                    "y": (y_out, lengths_to_mask(y_len, y_out.size(1)))}
-        x_in, x_gold = self.with_bos_eos(x, x_len)
+        vecs, memories = self.decoder_inputs(enc)
+        x_in, x_gold = self.with_bos_eos(enc["x"].tokens, enc["x"].lengths)
         y_in, y_gold = tgt[:, :-1], tgt[:, 1:]
         dropped = {"x": self.word_dropout(x_in), "y": self.word_dropout(y_in)}
         # gold tokens per row: the utterance and </s>
@@ -604,10 +393,10 @@ class MirrorModel(BaseModel):
         z_cond = torch.cat([z.to(prior_in.dtype), prior_in], -1)
         for side in self.bow_sides():
             terms["nll_bow_" + side] = getattr(self, "bow_" + side)(
-                z_cond, {"x": x, "y": y}[side], cfg.pad_id)
+                z_cond, enc[side].tokens, cfg.pad_id)
         dec1_out = dec1_attn = None
         for name in cfg.decoders:
-            side = self.DECODERS[name][0]
+            side = self.DECODERS[name].target
             dec_in, gold = inputs[side]
             out, attn = self.run_decoder(name, dec_in, z, vecs, memories, plans[side])
             terms["nll_" + name], correct = self.nll(name, out, gold, plans[side],
@@ -703,13 +492,13 @@ class MirrorDecodingInterface:
     def encode(self, src, src_len):
         m = self.model
         enc = m.encode_dialogue(src[:, :, 0], src_len)
-        _, x_len, x_out, x_vec = enc["x"]
+        x = enc["x"]
         mu_p, logvar_p = m.prior(enc)
         z = reparameterize(mu_p, logvar_p) if m.z_mode == "sample" else mu_p
         self.z = z
-        h0, c0 = m.dec_y_cxz.init_state(torch.cat([enc["c"][3], x_vec], -1))
-        self._x_mask = lengths_to_mask(x_len, x_out.size(1))
-        return x_out, (h0, c0, z), x_len
+        h0, c0 = m.dec_y_cxz.init_state(torch.cat([enc["c"].vector, x.vector], -1))
+        self._x_mask = x.mask()
+        return x.memory, (h0, c0, z), x.lengths
 
     def init_state(self, src, enc_out, enc_final_hs):
         h0, c0, z = enc_final_hs

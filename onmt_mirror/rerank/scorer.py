@@ -57,17 +57,13 @@ def mirror_log_prob(model, name, src, src_len, y, y_len, z=None):
 
     src (B, L) = c ｟mirror_query｠ x; y (B, Ly) without <s> or </s>, padded (y_len >= 1
     where the decoder reads y); z (B, Z), or None for the prior mean."""
-    from onmt_mirror.models.mirror import lengths_to_mask
-
-    target, init_from, memory_from = model.DECODERS[name]
-    reads_y = "y" in init_from + memory_from
+    spec = model.DECODERS[name]
+    reads_y = "y" in spec.init_from + spec.memory_from
     enc = model.encode_dialogue(src, src_len, *((y, y_len) if reads_y else ()))
     z = model.prior(enc)[0] if z is None else z
-    sides = [k for k in "cxy" if k in enc]
-    vecs = {k: enc[k][3] for k in sides}
-    memories = {k: (enc[k][2], lengths_to_mask(enc[k][1], enc[k][2].size(1)))
-                for k in sides}
-    dec_in, gold = model.with_bos_eos(*((y, y_len) if target == "y" else enc["x"][:2]))
+    vecs, memories = model.decoder_inputs(enc)
+    dec_in, gold = model.with_bos_eos(*((y, y_len) if spec.target == "y"
+                                        else (enc["x"].tokens, enc["x"].lengths)))
     out, _ = model.run_decoder(name, dec_in, z, vecs, memories)
     logp = F.log_softmax(model.readout(name)(out).float(), -1)
     return gold_sum(logp, gold, model.cfg.pad_id)
