@@ -149,8 +149,8 @@ def test_vhred_is_mirror_with_the_hierarchical_context_encoder():
     x = [20, 21]
     a = torch.tensor([[10, 11, TURN_ID, 12, QUERY] + x])
     b = torch.tensor([[10, 11, 30, 12, QUERY] + x])
-    va = model.encode_dialogue(a, torch.tensor([7]))["c"][3]
-    vb = model.encode_dialogue(b, torch.tensor([7]))["c"][3]
+    va = model.encode_dialogue(a, torch.tensor([7]))["c"].vector
+    vb = model.encode_dialogue(b, torch.tensor([7]))["c"].vector
     assert not torch.allclose(va, vb)
     keys = list(model.state_dict())
     assert len(keys) == len(set(keys)) and any(k.startswith("context_encoder.context_rnn")

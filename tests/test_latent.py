@@ -50,7 +50,7 @@ def test_bag_of_words_loss_is_added_with_its_weight(decoders, prior, sides):
     enc = model.encode_dialogue(src[:, :, 0], src_len)
     with torch.no_grad():
         cond = torch.cat([p["z"], model.prior_input(enc)], -1)
-        tokens = {"x": enc["x"][0], "y": tgt[:, 1:, 0].masked_fill(tgt[:, 1:, 0] == 3, PAD)}
+        tokens = {"x": enc["x"].tokens, "y": tgt[:, 1:, 0].masked_fill(tgt[:, 1:, 0] == 3, PAD)}
         expected = {s: bow_nll(getattr(model, "bow_" + s), cond, tokens[s]) for s in sides}
         base = MirrorLoss(decoders, 1.0, PAD)(None, None, {"mirror": {
             k: v for k, v in terms.items() if "bow" not in k}})[0]

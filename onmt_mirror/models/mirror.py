@@ -7,10 +7,11 @@ The training objective (the paper's Eq. 6) is
                   + 1/2 log p(y|c,z) ]  -  KL(q(z|c,x,y) || p(z|c))
 
 read here from parts to the whole: encoders -> Gaussian nets -> attention decoder ->
-MirrorModel. With only the y_cxz decoder and the prior on (c, x) the same model is the
-CVAE of the paper's Eq. 1. The last class adapts the model to the encoder/decoder interface
-that OpenNMT-py's beam search drives; only Dec1 p(y|c,z,x) runs at decoding time. The
-tensor plumbing underneath (packing, the LSTM, the Gaussian algebra) is in modules/.
+the bag-of-words head and KL annealing -> MirrorModel. With only the y_cxz decoder and
+the prior on (c, x) the same model is the CVAE of the paper's Eq. 1. The last class adapts
+the model to the encoder/decoder interface that OpenNMT-py's beam search drives; only Dec1
+p(y|c,z,x) runs at decoding time. The tensor plumbing underneath (packing, the LSTM, the
+Gaussian algebra) is in onmt_mirror/modules/.
 """
 import math
 from typing import NamedTuple
@@ -23,10 +24,10 @@ from onmt.models.model import BaseModel
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.losses.fused_cross_entropy import cross_entropy_sum
 from onmt_mirror.models.hred import HierarchicalContextEncoder
-from onmt_mirror.modules.lstm import LSTM
 from onmt_mirror.modules.gaussian import (free_bits_kl, gaussian_kl_dims,
                                           gaussian_log_density, mutual_information,
                                           reparameterize)
+from onmt_mirror.modules.lstm import LSTM
 from onmt_mirror.modules.padding import PackPlan, lengths_to_mask
 from onmt_mirror.modules.rnn_encoder import RNNEncoder
 from onmt_mirror.modules.src_field import split_src
@@ -204,6 +205,7 @@ class KLAnnealing(nn.Module):
         rising = (torch.remainder(step, self.steps) / (self.ratio * self.steps))
         done = step >= self.cycles * self.steps
         return self.weight * torch.where(done, 1.0, rising.clamp(max=1.0))[0]
+
 
 class MirrorModel(BaseModel):
     """Context encoder, utterance encoder (shared by x and y), prior_net, posterior_net and
