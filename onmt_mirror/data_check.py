@@ -7,26 +7,22 @@ line's turn structure, up front, so the user gets one line naming the file and l
 """
 import os
 
+from onmt_mirror.dialogue import NotUTF8, read_lines, split_line, turn_problem
 from onmt_mirror.errors import MirrorError
 
 
 def _lines(path, label):
     if not path or not os.path.isfile(path):
         raise MirrorError("%s: file not found: %s" % (label, path))
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise MirrorError("%s, file %s, line %d: invalid UTF-8 (byte 0x%02x at "
-                                  "offset %d)" % (label, path, number,
-                                                  raw[exc.start], exc.start)) from None
+    try:
+        yield from enumerate(read_lines(path), 1)
+    except NotUTF8 as bad:
+        raise MirrorError("%s, file %s, line %d: invalid UTF-8 (byte 0x%02x at offset %d)"
+                          % (label, path, bad.line, bad.byte, bad.column - 1)) from None
 
 
 def _turn_problem(line, sep):
-    from onmt_mirror.transforms.mirror_triple import split_turns, turn_problem
-
-    problem = turn_problem(split_turns(line.strip().split(" "), sep), sep)
+    problem = turn_problem(split_line(line, sep), sep)
     return problem[1] if problem else None
 
 

@@ -1,6 +1,8 @@
 """User-facing errors: bad input or a wrong checkpoint is one readable line, not a traceback."""
 import sys
 
+EXIT_STATUS = 1  # a MirrorError's exit status, in the stock CLIs and the `python -m` commands
+
 
 class MirrorError(ValueError):
     """An error the user can fix (bad corpus line, wrong option, wrong checkpoint kind).
@@ -22,7 +24,8 @@ def one_line(exc):
 
 
 def install_excepthook():
-    """Print MirrorError (also when re-raised from a data worker) as one line; exit 1."""
+    """Print MirrorError (also when re-raised from a data worker) as one line; exit 1
+    (Python's status after an uncaught exception, which EXIT_STATUS matches)."""
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
@@ -32,3 +35,14 @@ def install_excepthook():
         previous(exc_type, exc, tb)
 
     sys.excepthook = hook
+
+
+def run_command(prog, run, *args, status=EXIT_STATUS):
+    """Run one `python -m onmt_mirror.<cmd>` command: its result, or for a MirrorError or
+    an OSError (a file it could not read or write) one line `prog: error: ...` on stderr
+    and `status`."""
+    try:
+        return run(*args)
+    except (MirrorError, OSError) as exc:
+        sys.stderr.write("%s: error: %s\n" % (prog, one_line(exc)))
+        return status

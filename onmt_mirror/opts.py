@@ -11,6 +11,8 @@ Sizes reuse the stock options: -enc_layers/-dec_layers, -hidden_size (or -enc_hi
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from onmt_mirror.dialogue import QUERY_TOKEN, SEPARATOR, TURN_TOKEN
+
 MIRROR_ENCODER = "mirror"
 
 
@@ -26,13 +28,11 @@ DECODERS = {"y_cxz": Decoder("y", "cx", "x"),  # Dec1 p(y|c,z,x)
             "x_cz": Decoder("x", "c", "c"),  # Dec2 p(x|c,z)
             "x_cyz": Decoder("x", "cy", "y"),  # Dec3 p(x|c,z,y)
             "y_cz": Decoder("y", "c", "c")}  # Dec4 p(y|c,z)
-QUERY_TOKEN = "｟mirror_query｠"  # between context and query in the src field
-TURN_TOKEN = "｟mirror_turn｠"  # between context turns (when more than one is kept)
 
 
 def add_mirror_options(parser):
     group = parser.add_argument_group("Transform/MirrorTriple")
-    group.add("--mirror_turn_sep", "-mirror_turn_sep", type=str, default="__eou__",
+    group.add("--mirror_turn_sep", "-mirror_turn_sep", type=str, default=SEPARATOR,
               help="Token separating turns in a src line (the dialogue history).")
     group.add("--mirror_context_turns", "-mirror_context_turns", type=int, default=1,
               help="How many turns before the query form the context c (paper: 1). "

@@ -54,9 +54,9 @@ def trained(tmp_path_factory):
     (tmp / "s2s.yaml").write_text(yaml.safe_dump(cfg))
     run(["onmt_build_vocab", "-config", "s2s.yaml", "-n_sample", "-1"], tmp)
     run(["onmt_train", "-config", "s2s.yaml"], tmp)
-    out = run(["dc", "fit", "--train_src", "train.src", "--train_tgt", "train.tgt",
-               "--model", "run/s2s_step_60.pt", "--topics", "3", "--min_df", "1",
-               "--max_df", "0.3", "--lda_iter", "5"], tmp)
+    out = run(["dc", "fit", "--train-src", "train.src", "--train-tgt", "train.tgt",
+               "--model", "run/s2s_step_60.pt", "--topics", "3", "--min-df", "1",
+               "--max-df", "0.3", "--lda-iter", "5"], tmp)
     assert "wrote run/s2s_step_60.dc" in out.stdout
     return tmp
 
@@ -114,7 +114,7 @@ def test_constraints_raise_similarity_to_the_source(trained):
 
 
 def test_tune_grid_writes_results_and_best(trained):
-    out = run(["dc", "tune", "--model", "run/s2s_step_60.pt", "--dc_model",
+    out = run(["dc", "tune", "--model", "run/s2s_step_60.pt", "--dc-model",
                "run/s2s_step_60.dc", "--src", "train.src", "--tgt", "train.tgt",
                "--out", "tune", "--alphas", "0,3", "--betas", "0", "--limit", "4", "--",
                "-beam_size", "3", "-max_length", "10"], trained)

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from onmt_mirror.chat.proxy import ChatConfig, make_server
+from onmt_mirror.errors import MirrorError, run_command
 
 
 def build_parser():
@@ -26,20 +27,20 @@ def build_parser():
                    help="address to serve the page on (default %(default)s: this machine "
                    "only; the page has no authentication)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model_id", type=int, default=d.model_id,
+    p.add_argument("--model-id", type=int, default=d.model_id,
                    help="config entry for a first response (default %(default)s: z = "
                    "prior mean in examples/server/mirror.conf.json)")
-    p.add_argument("--another_id", type=int, default=d.another_id,
+    p.add_argument("--another-id", type=int, default=d.another_id,
                    help='config entry for "another response" (default %(default)s: '
                    "-mirror_z sample)")
     p.add_argument("--turns", type=int, default=d.turns,
                    help="send the last N turns (default %(default)s: context + query; "
                    "use -mirror_context_turns + 1)")
     p.add_argument("--sep", default=d.sep, help="turn separator (-mirror_turn_sep)")
-    p.add_argument("--max_turn_chars", type=int, default=d.max_turn_chars)
+    p.add_argument("--max-turn-chars", type=int, default=d.max_turn_chars)
     p.add_argument("--timeout", type=float, default=d.timeout,
                    help="seconds to wait for onmt_server (default %(default)s)")
-    p.add_argument("--read_timeout", type=float, default=d.read_timeout,
+    p.add_argument("--read-timeout", type=float, default=d.read_timeout,
                    help="seconds a client may take to send a request; then HTTP 400 "
                    "(default %(default)s)")
     p.add_argument("--threads", type=int, default=d.threads,
@@ -52,13 +53,17 @@ def build_parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    return run_command("onmt_mirror.chat", chat, argv)
+
+
+def chat(argv):
     if "--cli" in argv:
         from onmt_mirror.chat import terminal  # torch and OpenNMT-py: only for --cli
 
         return terminal.main([a for a in argv if a != "--cli"])
     args = build_parser().parse_args(argv)
     if args.turns < 1:
-        raise SystemExit("--turns must be >= 1")
+        raise MirrorError("--turns must be >= 1")
     cfg = ChatConfig(server=args.server, model_id=args.model_id,
                      another_id=args.another_id, turns=args.turns, sep=args.sep,
                      max_turn_chars=args.max_turn_chars,
@@ -76,4 +81,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

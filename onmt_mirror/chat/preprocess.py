@@ -29,8 +29,9 @@ request never reached it.
 from onmt.translate.translation_server import ServerModelError
 
 from onmt_mirror.chat.text import tokenize
+from onmt_mirror.dialogue import split_turns
 from onmt_mirror.errors import MirrorError
-from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform, split_turns
+from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform
 
 DEFAULT_MAX_REQUEST_TOKENS = 1000
 DEFAULT_MAX_REQUEST_CHARS = 10000

@@ -23,6 +23,7 @@ import waitress.utilities
 import waitress.wasyncore
 
 from onmt_mirror.chat.text import detokenize
+from onmt_mirror.dialogue import SEPARATOR, join_turns
 
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/chat.js": ("chat.js", "text/javascript; charset=utf-8")}
@@ -34,7 +35,7 @@ class ChatConfig:
     model_id: int = 100  # first response: z = prior mean
     another_id: int = 101  # "another response": z sampled
     turns: int = 2  # the last turns sent (context + query for the paper's models)
-    sep: str = "__eou__"  # -mirror_turn_sep
+    sep: str = SEPARATOR  # -mirror_turn_sep
     max_turn_chars: int = 500
     max_body_bytes: int = 64 * 1024
     timeout: float = 60.0  # seconds to wait for onmt_server
@@ -75,7 +76,7 @@ def check_request(body, cfg):
         if cfg.sep in turn.split():
             raise BadRequest(400, "a turn contains the turn separator %r" % cfg.sep)
     model_id = cfg.another_id if data.get("another") else cfg.model_id
-    return model_id, (" %s " % cfg.sep).join(turns)
+    return model_id, join_turns(turns, cfg.sep)
 
 
 def forward(cfg, model_id, src):

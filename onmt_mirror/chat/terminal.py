@@ -30,6 +30,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_mirror.chat.preprocess import history_to_source
 from onmt_mirror.chat.text import detokenize, tokenize, unknown_tokens
+from onmt_mirror.dialogue import join_turns
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.models.mirror import MirrorModel
 
@@ -81,8 +82,8 @@ class Chat:
         """Reply candidates (token strings, best first) to the last turn of `history`;
         RequestRefused (a ServerModelError) for a turn over the length limits."""
         window = history[-1 - self.opt.mirror_context_turns:]
-        src = history_to_source((" %s " % self.opt.mirror_turn_sep).join(window),
-                                self.opt, {"mirror_opening": self.opt.opening})
+        src = history_to_source(join_turns(window, self.opt.mirror_turn_sep), self.opt,
+                                {"mirror_opening": self.opt.opening})
         self.model.z_mode = z_mode
         batch = textbatch_to_tensor(translator.vocabs, [{"src": {"src": src}, "tgt": None}],
                                     self.device)

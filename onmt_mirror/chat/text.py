@@ -16,6 +16,8 @@ A reply is detokenised for display with Moses' detokenizer (sacremoses, English 
 import pyonmttok
 from sacremoses import MosesDetokenizer
 
+from onmt_mirror.dialogue import split_turns
+
 _TOKENIZER = pyonmttok.Tokenizer("conservative", joiner_annotate=True)
 _DETOKENIZER = MosesDetokenizer(lang="en")
 
@@ -63,8 +65,7 @@ def unknown_shares(lines, vocabulary, sep):
     share once each turn is tokenised as the corpus was); turn separators not counted."""
     tokens = retokenised = unknown = unknown_after = 0
     for line in lines:
-        for turn in " ".join(line.split()).split(" %s " % sep):
-            words = [w for w in turn.split() if w != sep]
+        for words in split_turns(line.split(), sep):
             tokens += len(words)
             unknown += len(unknown_tokens(" ".join(words), vocabulary))
             after = tokenize(" ".join(words), vocabulary)

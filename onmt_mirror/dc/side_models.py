@@ -24,6 +24,7 @@ from collections import Counter
 
 import numpy as np
 
+from onmt_mirror.dialogue import SEPARATOR, read_lines, split_line
 from onmt_mirror.errors import MirrorError
 
 SETTINGS = "settings.json"
@@ -36,16 +37,12 @@ EMBEDDING_KEYS = ("decoder.embeddings.make_embedding.emb_luts.0.weight",
 
 def read_windows(src_path, tgt_path, turn_sep):
     """[(turns of the history, response)] from the prepared src/tgt files."""
-    with open(src_path, encoding="utf-8") as fs, open(tgt_path, encoding="utf-8") as ft:
-        src, tgt = fs.read().splitlines(), ft.read().splitlines()
+    src, tgt = list(read_lines(src_path)), list(read_lines(tgt_path))
     if len(src) != len(tgt):
         raise MirrorError("%s has %d lines, %s has %d" % (src_path, len(src), tgt_path,
                                                           len(tgt)))
-    windows = []
-    for s, t in zip(src, tgt):
-        turns = [u.split() for u in (" %s " % s).split(" %s " % turn_sep)]
-        windows.append(([u for u in turns if u], t.split()))
-    return windows
+    return [([u for u in split_line(s, turn_sep) if u], t.split())
+            for s, t in zip(src, tgt)]
 
 
 def fit_topics(windows, n_topics, max_df, min_df, lowercase, seed, max_iter):
@@ -86,7 +83,7 @@ def checkpoint_vectors(path, key=None):
     state = ckpt["model"]
     keys = [key] if key else [k for k in EMBEDDING_KEYS if k in state]
     if not keys or keys[0] not in state:
-        raise MirrorError("%s: no embedding table %s; name one with --embedding_key (has: "
+        raise MirrorError("%s: no embedding table %s; name one with --embedding-key (has: "
                           "%s)" % (path, key or " / ".join(EMBEDDING_KEYS),
                                    ", ".join(k for k in state if "emb" in k)[:300]))
     table = state[keys[0]].float().numpy()
@@ -98,13 +95,9 @@ def checkpoint_vectors(path, key=None):
 
 
 def file_vectors(path, keep):
-    from onmt_mirror.evaluate.inputs import InputError
     from onmt_mirror.evaluate.word_vectors import load_file
 
-    try:
-        vectors = load_file(path, keep=keep)
-    except InputError as exc:
-        raise MirrorError(str(exc)) from None
+    vectors = load_file(path, keep=keep)
     words = sorted(keep)
     rows = [vectors.lookup(w) for w in words]
     kept = [(w, r) for w, r in zip(words, rows) if r is not None]
@@ -142,10 +135,10 @@ def fit_sif(windows, words, table, a, pc_sentences, seed):
 
 
 def fit(train_src, train_tgt, out, model=None, word_vectors=None, embedding_key=None,
-        turn_sep="__eou__", n_topics=50, max_df=0.1, min_df=2, lowercase=True, sif_a=1e-3,
+        turn_sep=SEPARATOR, n_topics=50, max_df=0.1, min_df=2, lowercase=True, sif_a=1e-3,
         pc_sentences=100000, lda_max_iter=20, seed=1, log=print):
     if not model and not word_vectors:
-        raise MirrorError("give --model (its embedding table is used) or --word_vectors")
+        raise MirrorError("give --model (its embedding table is used) or --word-vectors")
     start = time.time()
     windows = read_windows(train_src, train_tgt, turn_sep)
     log("dc fit: %d training windows from %s, %s" % (len(windows), train_src, train_tgt))

@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 
+from onmt_mirror.dialogue import read_lines
 from onmt_mirror.errors import MirrorError
 
 
 def add_tune_arguments(p):
     p.add_argument("--model", required=True, help="forward checkpoint")
-    p.add_argument("--dc_model", required=True, help="folder written by `fit`")
+    p.add_argument("--dc-model", required=True, help="folder written by `fit`")
     p.add_argument("--src", required=True, help="validation histories (valid.src)")
     p.add_argument("--tgt", required=True, help="validation references (valid.tgt)")
     p.add_argument("--out", required=True, help="folder for predictions and results")
@@ -48,10 +49,7 @@ def tune(args, extra):
     from onmt_mirror.evaluate.metrics import overlap_metrics
 
     os.makedirs(args.out, exist_ok=True)
-    with open(args.src, encoding="utf-8") as f:
-        src = f.read().splitlines()
-    with open(args.tgt, encoding="utf-8") as f:
-        refs = f.read().splitlines()
+    src, refs = list(read_lines(args.src)), list(read_lines(args.tgt))
     if len(src) != len(refs):
         raise MirrorError("%s has %d lines, %s has %d" % (args.src, len(src), args.tgt,
                                                           len(refs)))

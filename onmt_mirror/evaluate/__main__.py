@@ -2,4 +2,4 @@
 from .automatic import main
 from .inputs import run_cli
 
-raise SystemExit(run_cli(main))
+raise SystemExit(run_cli("onmt_mirror.evaluate", main))

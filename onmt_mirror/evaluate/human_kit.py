@@ -24,6 +24,8 @@ import random
 
 import numpy as np
 
+from onmt_mirror.dialogue import SEPARATOR
+
 from . import table1
 from .agreement import fleiss_kappa
 from .human_page import render
@@ -35,8 +37,9 @@ def identical(a, b):
     return a.split() == b.split()
 
 
-def make_kit(src_lines, hyps, n, seed, annotators):
-    """-> (key, {annotator: html}); hyps is {name: lines}, its first system is compared."""
+def make_kit(src_lines, hyps, n, seed, annotators, sep=SEPARATOR):
+    """-> (key, {annotator: html}); hyps is {name: lines}, its first system is compared;
+    sep splits a src line into the context and query shown."""
     names = list(hyps)
     rng = random.Random(seed)
     examples = sorted(rng.sample(range(len(src_lines)), min(n, len(src_lines))))
@@ -58,7 +61,7 @@ def make_kit(src_lines, hyps, n, seed, annotators):
             pair = [item["system"], item["other"]]
             own.shuffle(pair)
             sides[item["id"]] = {"A": pair[0], "B": pair[1]}
-            context, query = split_src(src_lines[item["example"]])
+            context, query = split_src(src_lines[item["example"]], sep)
             shown.append({"id": item["id"], "context": context, "query": query,
                           "A": hyps[pair[0]][item["example"]], "B": hyps[pair[1]][item["example"]]})
         key["annotators"][annotator] = sides
@@ -130,7 +133,7 @@ def cmd_make(args):
     texts = read_parallel(files)
     hyps = {name: texts["hyp:" + name] for name, _ in systems}
     annotators = ["annotator%d" % (k + 1) for k in range(args.annotators)]
-    key, pages = make_kit(texts["src"], hyps, args.n, args.seed, annotators)
+    key, pages = make_kit(texts["src"], hyps, args.n, args.seed, annotators, args.turn_sep)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "key.json"), "w", encoding="utf-8") as f:
         json.dump(key, f, indent=1)
@@ -177,7 +180,9 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     make = sub.add_parser("make", help="sample examples and write one HTML page per annotator")
-    make.add_argument("--src", required=True, help="dialogue histories, turns joined by ' __eou__ '")
+    make.add_argument("--src", required=True, help="dialogue histories, turns joined by --turn-sep")
+    make.add_argument("--turn-sep", default=SEPARATOR, help="turn separator in --src "
+                      "(-mirror_turn_sep; default %(default)s)")
     make.add_argument("--hyp", action="append", required=True, metavar="NAME=FILE",
                       help="at least two; the first is compared with each of the others")
     make.add_argument("--n", type=int, default=100, help="examples to sample (default 100)")
@@ -203,4 +208,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_cli("onmt_mirror.evaluate.human_kit", main))

@@ -4,35 +4,22 @@ Evaluating misaligned files gives plausible-looking but meaningless numbers, so 
 counts must agree exactly, and bad input is reported as one line naming the file (and
 the line), never as a traceback.
 """
-import sys
+from onmt_mirror.dialogue import SEPARATOR, read_lines as read_utf8_lines, split_line
+from onmt_mirror.errors import MirrorError, run_command
 
-EOU = "__eou__"  # turn separator in src lines: earlier turns are the context c, the last the query x
+EXIT_STATUS = 2  # the evaluators' status on bad input (tests/test_evaluate_inputs.py)
 
 
-class InputError(Exception):
-    """Bad user input: the CLIs print it as one line and exit with status 2."""
+class InputError(MirrorError):
+    """Bad evaluator input (files that disagree, a malformed --hyp): one line, status 2."""
 
 
 def read_lines(path):
     """Lines of a UTF-8 file without their line ends; names file and line on bad bytes."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        return list(read_utf8_lines(path))
     except OSError as exc:
         raise InputError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
-    lines = data.split(b"\n")
-    if lines[-1] == b"":  # a final newline ends the last line, it does not start a new one
-        lines.pop()
-    out = []
-    for number, raw in enumerate(lines, 1):
-        try:
-            out.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                "%s line %d: invalid UTF-8 (byte 0x%02x at column %d)"
-                % (path, number, raw[exc.start], exc.start + 1)
-            ) from None
-    return out
 
 
 def parse_named(specs):
@@ -60,9 +47,9 @@ def read_parallel(files):
     return texts
 
 
-def split_src(line):
-    """A src line -> (context turns, query): the last ` __eou__ `-separated turn is the query."""
-    turns = [t.strip() for t in line.split(EOU)]
+def split_src(line, sep=SEPARATOR):
+    """A src line -> (context turns, query), as strings: the last turn is the query."""
+    turns = [" ".join(turn) for turn in split_line(line, sep)]
     return turns[:-1], turns[-1]
 
 
@@ -74,10 +61,6 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, disable=None, dynamic_ncols=True, **kwargs)
 
 
-def run_cli(main, argv=None):
-    """Run `main(argv)`; turn InputError into one line on stderr and exit status 2."""
-    try:
-        return main(argv)
-    except InputError as exc:
-        sys.stderr.write("error: %s\n" % exc)
-        return 2
+def run_cli(prog, main):
+    """Run an evaluator's `main()`; bad input is one line on stderr and EXIT_STATUS."""
+    return run_command(prog, main, status=EXIT_STATUS)

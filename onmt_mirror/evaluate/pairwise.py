@@ -149,4 +149,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_cli("onmt_mirror.evaluate.pairwise", main))

@@ -5,9 +5,10 @@ Bad input ends the run with one line on stderr and exit status 1, never a traceb
 import argparse
 import sys
 
+from onmt_mirror.errors import run_command
+
 from . import dailydialog, movietriples
 from .corpus import SPLITS, prepare
-from .windows import PrepareError
 
 READERS = {reader.NAME: reader for reader in (dailydialog, movietriples)}
 
@@ -54,17 +55,18 @@ def report(manifest, output, unit):
     print(f"wrote {output}/{{train,valid,test}}.{{src,tgt}} and manifest.json")
 
 
+def run(args):
+    reader = READERS[args.dataset]
+    manifest = prepare(reader, args.input, args.output, context_turns=args.context_turns,
+                       lowercase=args.lowercase, dedup=args.dedup,
+                       on_bad_line=args.on_bad_line)
+    report(manifest, args.output, reader.UNIT)
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        manifest = prepare(READERS[args.dataset], args.input, args.output,
-                           context_turns=args.context_turns, lowercase=args.lowercase,
-                           dedup=args.dedup, on_bad_line=args.on_bad_line)
-    except (PrepareError, OSError) as exc:
-        print(f"onmt_mirror.prepare {args.dataset}: error: {exc}", file=sys.stderr)
-        return 1
-    report(manifest, args.output, READERS[args.dataset].UNIT)
-    return 0
+    return run_command(f"onmt_mirror.prepare {args.dataset}", run, args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import json
 import os
 from pathlib import Path
 
-from .windows import PrepareError, read_split, sha256
+from onmt_mirror.errors import MirrorError
+
+from .windows import read_split, sha256
 
 SPLITS = ("train", "valid", "test")
 EXAMPLES_KEPT = 5  # bad lines quoted per split in manifest.json
@@ -18,11 +20,11 @@ EXAMPLES_KEPT = 5  # bad lines quoted per split in manifest.json
 def find_split_file(input_dir, split, names):
     found = [input_dir / name for name in names if (input_dir / name).is_file()]
     if not found:
-        raise PrepareError(f"{input_dir}: no {split} split file (expected {' or '.join(names)})")
+        raise MirrorError(f"{input_dir}: no {split} split file (expected {' or '.join(names)})")
     if len(found) > 1:
-        raise PrepareError(f"{input_dir}: two {split} split files ({found[0].name}, {found[1].name})")
+        raise MirrorError(f"{input_dir}: two {split} split files ({found[0].name}, {found[1].name})")
     if found[0].stat().st_size == 0:
-        raise PrepareError(f"{found[0]}: empty {split} split file")
+        raise MirrorError(f"{found[0]}: empty {split} split file")
     return found[0]
 
 
@@ -31,7 +33,7 @@ def check_bad_lines(data, on_bad_line):
     bad = [b for split in SPLITS for b in data[split].bad]
     if bad and on_bad_line == "error":
         per_split = ", ".join(f"{s} {len(data[s].bad)}" for s in SPLITS if data[s].bad)
-        raise PrepareError(
+        raise MirrorError(
             f"{bad[0]}; {len(bad)} bad line(s) in total ({per_split}); "
             "fix the input or pass --on-bad-line skip"
         )
@@ -65,9 +67,9 @@ def prepare(reader, input_dir, output_dir, context_turns=1, lowercase=False, ded
     """Prepare one dataset; return the manifest that was written next to the corpus files."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
-        raise PrepareError(f"{input_dir}: input folder not found")
+        raise MirrorError(f"{input_dir}: input folder not found")
     if reader.MAX_CONTEXT_TURNS is not None and context_turns > reader.MAX_CONTEXT_TURNS:
-        raise PrepareError(
+        raise MirrorError(
             f"{reader.NAME} has {reader.MAX_CONTEXT_TURNS} context turn(s) per example; "
             f"--context-turns {context_turns} is not possible"
         )
@@ -81,7 +83,7 @@ def prepare(reader, input_dir, output_dir, context_turns=1, lowercase=False, ded
         duplicates[split] = len(data[split].windows) - len(unique)
         windows[split] = unique if dedup else data[split].windows
         if not windows[split]:
-            raise PrepareError(f"{paths[split]}: no windows (no {reader.UNIT} with 3 or more turns)")
+            raise MirrorError(f"{paths[split]}: no windows (no {reader.UNIT} with 3 or more turns)")
     in_train = set(windows["train"])
 
     manifest = {

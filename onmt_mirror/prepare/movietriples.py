@@ -4,6 +4,8 @@ c = first, x = second, y = third. The files come from the authors (no public cop
 HRED release names them {Training,Validation,Test}_Shuffled_Dataset.txt, and
 train.txt / valid.txt / test.txt are accepted too.
 """
+from onmt_mirror.dialogue import SEPARATOR
+
 NAME = "movietriples"
 MAX_CONTEXT_TURNS = 1  # a triple has exactly one turn before the query
 UNIT = "triples"
@@ -24,6 +26,6 @@ def parse_line(text):
     for i, turn in enumerate(turns, 1):
         if not turn.strip():
             return None, f"empty utterance {i}"
-        if "__eou__" in turn:  # it would split the joined src in the wrong place
-            return None, f"utterance {i} contains __eou__"
+        if SEPARATOR in turn:  # it would split the joined src in the wrong place
+            return None, f"utterance {i} contains {SEPARATOR}"
     return turns, None

@@ -1,19 +1,14 @@
 """Shared pieces of the readers: turn normalisation, sliding windows, bad-line bookkeeping.
 
 A window is one training example (src, tgt). src is the dialogue history, the context
-turn(s) then the query x, joined with " __eou__ "; tgt is the response y. The plugin's
-transform splits src on that separator, so no turn may contain it (readers split on it
-or reject the line).
+turn(s) then the query x, joined with the separator (onmt_mirror/dialogue.py); tgt is
+the response y. The plugin's transform splits src on that separator, so no turn may
+contain it (readers split on it or reject the line).
 """
-import codecs
 import hashlib
 from dataclasses import dataclass, field
 
-SEPARATOR = " __eou__ "
-
-
-class PrepareError(Exception):
-    """Input that cannot be prepared; the CLI prints it as one line and exits non-zero."""
+from onmt_mirror.dialogue import NotUTF8, decode_lines, join_turns
 
 
 class BadLine:
@@ -51,38 +46,19 @@ def sliding_windows(turns, context_turns):
     """
     for t in range(2, len(turns)):
         history = turns[max(0, t - 1 - context_turns):t]
-        yield SEPARATOR.join(history), turns[t]
-
-
-def decode_lines(path):
-    """Yield (lineno, text or None, BadLine or None) for each line of a UTF-8 file.
-
-    Decoding line by line (not the whole file) lets a bad byte be reported with its line.
-    A byte-order mark (editors on Windows add one) is dropped, not glued to the first word.
-    """
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            raw = raw.rstrip(b"\r\n")
-            if lineno == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            try:
-                yield lineno, raw.decode("utf-8"), None
-            except UnicodeDecodeError as exc:
-                byte = raw[exc.start]
-                reason = f"not UTF-8 (byte 0x{byte:02x} at column {exc.start + 1})"
-                yield lineno, None, BadLine(path, lineno, reason)
+        yield join_turns(history), turns[t]
 
 
 def read_split(path, parse_line, context_turns, lowercase):
     """Read one split file with a reader's parse_line(text) -> (raw turns, None) or (None, reason)."""
     data = SplitData()
-    for lineno, text, bad in decode_lines(path):
-        if bad is None:
+    for lineno, text in decode_lines(path):
+        if isinstance(text, NotUTF8):
+            reason = f"not UTF-8 (byte 0x{text.byte:02x} at column {text.column})"
+        else:
             turns, reason = parse_line(text)
-            if reason:
-                bad = BadLine(path, lineno, reason)
-        if bad is not None:
-            data.bad.append(bad)
+        if reason:
+            data.bad.append(BadLine(path, lineno, reason))
             continue
         turns = [normalise(turn, lowercase) for turn in turns]
         data.records += 1

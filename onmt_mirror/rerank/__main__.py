@@ -23,12 +23,13 @@ import argparse
 import json
 import sys
 
+from onmt_mirror.dialogue import read_lines
+from onmt_mirror.errors import MirrorError, run_command
 from onmt_mirror.rerank import nbest as nb
 
 
 def _lines(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    return list(read_lines(path))
 
 
 def cmd_score(args):
@@ -45,8 +46,8 @@ def cmd_score(args):
     elif all(s is not None for g in groups for _, s in g):
         fwd_scores = [s for g in groups for _, s in g]
     else:
-        raise SystemExit("rerank score: give --forward CKPT (the n-best lines carry no "
-                         "scores: -with_score fails in OpenNMT-py 3.5.1, bug #2583)")
+        raise MirrorError("give --forward CKPT (the n-best lines carry no scores: "
+                          "-with_score fails in OpenNMT-py 3.5.1, bug #2583)")
     bwd = CheckpointScorer.load(args.backward, args.backward_kind, args.gpu,
                                  args.batch_size)
     bwd_scores = bwd.score(pairs)
@@ -91,7 +92,7 @@ def cmd_apply(args):
     elif args.lam is not None and args.gamma is not None:
         lam, gamma = args.lam, args.gamma
     else:
-        raise SystemExit("rerank apply: give --params FILE or both --lambda and --gamma")
+        raise MirrorError("give --params FILE or both --lambda and --gamma")
     out = nb.rerank(groups, lam, gamma)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in out))
@@ -134,10 +135,16 @@ def main(argv=None):
     a.add_argument("--output", required=True)
     a.set_defaults(func=cmd_apply)
     args = p.parse_args(argv)
+    return run_command("onmt_mirror.rerank " + args.cmd, run, args)
+
+
+def run(args):
+    """The n-best and score readers, the grids and the JSON parameters raise plain
+    ValueErrors on malformed input: the user's to fix, so one line like a MirrorError."""
     try:
-        args.func(args)
-    except (ValueError, OSError) as exc:
-        raise SystemExit("rerank %s: error: %s" % (args.cmd, exc))
+        return args.func(args)
+    except ValueError as exc:
+        raise MirrorError(str(exc)) from None
 
 
 if __name__ == "__main__":

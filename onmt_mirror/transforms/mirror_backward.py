@@ -9,7 +9,9 @@ which that transform adds to every parser.
 """
 from onmt.transforms.transform import Transform
 
-from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform, split_turns
+from onmt_mirror.data_check import check_pair
+from onmt_mirror.dialogue import split_turns
+from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform
 
 
 class MirrorBackwardTransform(Transform):
@@ -17,8 +19,6 @@ class MirrorBackwardTransform(Transform):
 
     @classmethod
     def _validate_options(cls, opts):
-        from onmt_mirror.data_check import check_pair
-
         for cid, corpus in (getattr(opts, "data", None) or {}).items():
             if "mirror_backward" in (corpus.get("transforms") or []):
                 check_pair("corpus %r" % cid, corpus.get("path_src"),

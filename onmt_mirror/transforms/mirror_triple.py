@@ -11,8 +11,10 @@ starts, by `check_corpora`.
 """
 from onmt.transforms.transform import Transform
 
+from onmt_mirror.data_check import check_corpora
+from onmt_mirror.dialogue import QUERY_TOKEN, TURN_TOKEN, split_turns, turn_problem
 from onmt_mirror.errors import MirrorError
-from onmt_mirror.opts import QUERY_TOKEN, TURN_TOKEN, add_mirror_options
+from onmt_mirror.opts import add_mirror_options
 
 
 def _where(example, opts):
@@ -21,30 +23,6 @@ def _where(example, opts):
     corpus = getattr(opts, "data", {}).get(cid, {}) if cid != "infer" else {}
     path = corpus.get("path_src") or getattr(opts, "src", None) or "?"
     return "corpus %r, file %s, line %d" % (cid, path, line)
-
-
-def split_turns(tokens, sep):
-    """Token list -> list of turns (token lists); empty tokens from double spaces dropped."""
-    turns, turn = [], []
-    for tok in tokens:
-        if tok == sep:
-            turns.append(turn)
-            turn = []
-        elif tok:
-            turn.append(tok)
-    turns.append(turn)
-    return turns
-
-
-def turn_problem(turns, sep):
-    """Why a split history cannot be a triple, as (count key, message), or None. Shared by
-    the transform and the up-front corpus check so both name a bad line the same way."""
-    if len(turns) < 2:
-        return "one_turn", ("only one turn, so no context and query: turns are separated "
-                            "by %r" % sep)
-    if any(not t for t in turns):
-        return "empty_turn", "empty turn (turns are separated by %r)" % sep
-    return None
 
 
 class MirrorTripleTransform(Transform):
@@ -56,8 +34,6 @@ class MirrorTripleTransform(Transform):
 
     @classmethod
     def _validate_options(cls, opts):
-        from onmt_mirror.data_check import check_corpora
-
         if opts.mirror_context_turns < 1:
             raise MirrorError("-mirror_context_turns must be >= 1")
         check_corpora(opts)
