@@ -72,8 +72,8 @@ def test_mirror_options_on_a_stock_checkpoint_are_refused(stock_runs):
 
 
 def test_mirror_adam_is_fused_on_cuda_only():
-    """Registration 9: Mirror's Adam on CUDA is torch's fused kernel; on the CPU, and for
-    stock models anywhere, `-optim adam` stays the stock optimizer."""
+    """registration/optimizer.py: Mirror's Adam on CUDA is torch's fused kernel; on the
+    CPU, and for stock models anywhere, `-optim adam` stays the stock optimizer."""
     from argparse import Namespace
     from unittest import mock
 
@@ -101,8 +101,8 @@ CPU_ONLY = pytest.mark.skipif(__import__("torch").cuda.is_available(),
 
 @CPU_ONLY
 def test_gpu_recipe_on_a_cpu_machine_is_one_line_naming_the_option(tmp_path):
-    """Registration U1: the paper recipe (gpu_ranks [0]) and -gpu 0, refused before any
-    data or model is read (the files named do not exist)."""
+    """registration/options.py: the paper recipe (gpu_ranks [0]) and -gpu 0, refused
+    before any data or model is read (the files named do not exist)."""
     (tmp_path / "run" / "dailydialog").mkdir(parents=True)  # for the recipe's log_file
     train = subprocess.run([os.path.join(BIN, "onmt_train"), "-config",
                             os.path.join(REPO, "examples", "dailydialog", "mirror.yaml")],
@@ -123,7 +123,7 @@ def test_gpu_recipe_on_a_cpu_machine_is_one_line_naming_the_option(tmp_path):
 
 
 def test_tensorboard_without_the_package_is_one_line(tmp_path):
-    """Registration U1: tensorboard: true without the package (hidden from this run)."""
+    """registration/options.py: tensorboard: true without the package (hidden here)."""
     code = ("import sys; sys.modules['tensorboard'] = None; "
             "sys.argv = ['onmt_train', '-config', %r, '-log_file', 't.log', '-tensorboard']; "
             "from onmt.bin.train import main; main()"

@@ -32,5 +32,6 @@ if onmt.__version__ != ONMT_VERSION:
                       "opennmt-py==%s (or set ONMT_MIRROR_DISABLE=1)"
                       % (ONMT_VERSION, onmt.__version__, ONMT_VERSION))
 
+# each attribute is replaced once, so this order only decides PATCHES' (and the table's)
 for _concern in CONCERNS:
     importlib.import_module("%s.%s" % (__name__, _concern))
