@@ -14,7 +14,7 @@ import torch
 import onmt  # noqa: F401  (registers the plugin)
 from onmt.model_builder import load_test_model
 
-from onmt_mirror.opts import QUERY_TOKEN
+from onmt_mirror.dialogue import QUERY_TOKEN, split_line
 from onmt_mirror.rerank.scorer import translate_opt
 
 
@@ -34,10 +34,10 @@ def main(ckpt, src_path, tgt_path, n=64):
     vocab = vocabs["src"]
     pad = vocab["<blank>"]
     with open(src_path, encoding="utf-8") as f:
-        windows = [line.split(" __eou__ ")[-2:] for _, line in zip(range(n), f)]
+        windows = [split_line(line)[-2:] for _, line in zip(range(n), f)]
     with open(tgt_path, encoding="utf-8") as f:
         refs = [line.split() for _, line in zip(range(n), f)]
-    src, src_len = padded([ids(vocab, c.split() + [QUERY_TOKEN] + x.split())
+    src, src_len = padded([ids(vocab, c + [QUERY_TOKEN] + x)
                            for c, x in windows], pad)
     tgt, _ = padded([ids(vocab, ["<s>"] + r + ["</s>"]) for r in refs], pad)
     enc = model.encoder
