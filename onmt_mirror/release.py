@@ -17,7 +17,7 @@ import sys
 import torch
 
 from onmt_mirror.checkpoint_io import atomic_save, safe_load
-from onmt_mirror.errors import MirrorError, one_line
+from onmt_mirror.errors import MirrorError, run_command
 
 TRAINING_ONLY = ("bow_",)  # parameter name prefixes that only a training loss uses
 
@@ -40,29 +40,28 @@ def _cast(tensor, dtype):
     return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[2])
-    parser.add_argument("--model", required=True, help="a checkpoint from onmt_train")
-    parser.add_argument("--output", required=True, help="the released checkpoint")
-    parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
-    args = parser.parse_args(argv)
+def run(args):
     import onmt  # noqa: F401  (registers the plugin: safe loading of the saved options)
 
-    try:
-        ckpt = safe_load(args.model, map_location="cpu")
-        if not isinstance(ckpt, dict) or not {"model", "generator", "opt"} <= set(ckpt):
-            raise MirrorError("%s is not an OpenNMT-py checkpoint (no model, generator "
-                              "and opt entries)" % args.model)
-        released = release(ckpt, torch.float16 if args.dtype == "fp16" else torch.float32)
-        atomic_save(released, args.output)
-    except MirrorError as exc:
-        sys.stderr.write("onmt_mirror: error: %s\n" % one_line(exc))
-        return 1
+    ckpt = safe_load(args.model, map_location="cpu")
+    if not isinstance(ckpt, dict) or not {"model", "generator", "opt"} <= set(ckpt):
+        raise MirrorError("%s is not an OpenNMT-py checkpoint (no model, generator and "
+                          "opt entries)" % args.model)
+    released = release(ckpt, torch.float16 if args.dtype == "fp16" else torch.float32)
+    atomic_save(released, args.output)
     print("release: %s (%.1f MB) -> %s (%.1f MB, %s, no optimizer%s)" % (
         args.model, os.path.getsize(args.model) / 1e6, args.output,
         os.path.getsize(args.output) / 1e6, args.dtype,
         ", no bag-of-words heads" if released["opt"] is not ckpt["opt"] else ""))
     return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[2])
+    parser.add_argument("--model", required=True, help="a checkpoint from onmt_train")
+    parser.add_argument("--output", required=True, help="the released checkpoint")
+    parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")
+    return run_command("onmt_mirror.release", run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

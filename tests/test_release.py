@@ -2,7 +2,9 @@
 released file is the same model (the bag-of-words heads are a training loss only)."""
 import torch
 
-from cli_util import cli, error_line, mirror_config, write_corpus
+from cli_util import cli, mirror_config, write_corpus
+
+from onmt_mirror.errors import EXIT_STATUS
 
 
 def _train(tmp_path):
@@ -46,5 +48,8 @@ def test_release_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_text("not a checkpoint")
     proc = cli(["python", "-m", "onmt_mirror.release", "--model", "x.pt", "--output",
                 "y.pt"], tmp_path, ok=False)
-    assert "x.pt is not a complete checkpoint" in error_line(proc)
+    assert proc.returncode == EXIT_STATUS
+    assert proc.stderr.splitlines() == [
+        "onmt_mirror.release: error: x.pt is not a complete checkpoint (truncated, or not "
+        "written by torch.save)"]
     assert not (tmp_path / "y.pt").exists()
