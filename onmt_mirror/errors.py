@@ -37,12 +37,12 @@ def install_excepthook():
     sys.excepthook = hook
 
 
-def run_command(prog, run, *args, status=EXIT_STATUS):
+def run_command(prog, run, *args):
     """Run one `python -m onmt_mirror.<cmd>` command: its result, or for a MirrorError or
     an OSError (a file it could not read or write) one line `prog: error: ...` on stderr
-    and `status`."""
+    and EXIT_STATUS."""
     try:
         return run(*args)
     except (MirrorError, OSError) as exc:
         sys.stderr.write("%s: error: %s\n" % (prog, one_line(exc)))
-        return status
+        return EXIT_STATUS

@@ -31,7 +31,7 @@ def test_mismatched_line_counts_name_files_and_counts(tmp_path):
     with pytest.raises(InputError, match=r"test.tgt has 3 lines, .*pred.txt has 2 lines"):
         read_parallel({"ref": ref, "hyp": hyp})
     done = run_cli("--ref", ref, "--hyp", "mirror=" + hyp, "--json", str(tmp_path / "s.json"))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "test.tgt has 3 lines" in done.stderr and "pred.txt has 2 lines" in done.stderr
     assert not (tmp_path / "s.json").exists()
@@ -41,7 +41,7 @@ def test_invalid_utf8_names_file_line_and_byte(tmp_path):
     ref = write(tmp_path / "test.tgt", "a\nb\nc\n")
     hyp = write(tmp_path / "pred.txt", b"ok\nca\xffe\nx\n")
     done = run_cli("--ref", ref, "--hyp", "mirror=" + hyp, "--json", str(tmp_path / "s.json"))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.strip().endswith("pred.txt line 2: invalid UTF-8 (byte 0xff at column 3)")
     assert "Traceback" not in done.stderr
 

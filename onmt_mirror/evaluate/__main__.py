@@ -1,5 +1,6 @@
 """`python -m onmt_mirror.evaluate`: the automatic metrics table (see automatic.py)."""
-from .automatic import main
-from .inputs import run_cli
+from onmt_mirror.errors import run_command
 
-raise SystemExit(run_cli("onmt_mirror.evaluate", main))
+from .automatic import main
+
+raise SystemExit(run_command("onmt_mirror.evaluate", main))

@@ -10,9 +10,11 @@ import argparse
 import json
 import sys
 
+from onmt_mirror.errors import run_command
+
 from . import word_vectors
 from .embedding_metrics import embedding_metrics
-from .inputs import InputError, parse_named, progress, read_parallel, run_cli
+from .inputs import InputError, parse_named, progress, read_parallel
 from .metrics import overlap_metrics
 
 COLUMNS = [("bleu1", "BLEU-1", 100), ("bleu2", "BLEU-2", 100), ("bleu3", "BLEU-3", 100),
@@ -93,4 +95,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli("onmt_mirror.evaluate", main))
+    raise SystemExit(run_command("onmt_mirror.evaluate", main))

@@ -25,11 +25,12 @@ import random
 import numpy as np
 
 from onmt_mirror.dialogue import SEPARATOR
+from onmt_mirror.errors import run_command
 
 from . import table1
 from .agreement import fleiss_kappa
 from .human_page import render
-from .inputs import InputError, parse_named, read_parallel, run_cli, split_src
+from .inputs import InputError, parse_named, read_parallel, split_src
 
 
 def identical(a, b):
@@ -208,4 +209,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli("onmt_mirror.evaluate.human_kit", main))
+    raise SystemExit(run_command("onmt_mirror.evaluate.human_kit", main))

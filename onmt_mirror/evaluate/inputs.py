@@ -5,9 +5,7 @@ counts must agree exactly, and bad input is reported as one line naming the file
 the line), never as a traceback.
 """
 from onmt_mirror.dialogue import SEPARATOR, read_lines as read_utf8_lines, split_line
-from onmt_mirror.errors import MirrorError, run_command
-
-EXIT_STATUS = 2  # the evaluators' status on bad input (tests/test_evaluate_inputs.py)
+from onmt_mirror.errors import MirrorError
 
 
 class InputError(MirrorError):
@@ -60,7 +58,3 @@ def progress(iterable=None, **kwargs):
 
     return tqdm(iterable, disable=None, dynamic_ncols=True, **kwargs)
 
-
-def run_cli(prog, main):
-    """Run an evaluator's `main()`; bad input is one line on stderr and EXIT_STATUS."""
-    return run_command(prog, main, status=EXIT_STATUS)

