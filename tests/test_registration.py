@@ -134,3 +134,22 @@ def test_tensorboard_without_the_package_is_one_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1] == (
         "onmt_mirror: error: -tensorboard needs the tensorboard package: pip install "
         "'onmt-mirror[tb]' (or pip install tensorboard), or set tensorboard: false")
+
+
+def test_training_is_reported_at_step_1_then_every_report_every_steps():
+    import time
+
+    import onmt.utils
+    from onmt.utils.report_manager import ReportMgr
+
+    reported = []
+    mgr = ReportMgr(report_every=50, start_time=time.time())
+    mgr._report_training = lambda step, *args: reported.append(step)
+    stats = onmt.utils.Statistics(loss=3.0, n_words=10, n_correct=2)
+    kept = []
+    for step in range(1, 101):
+        out = mgr.report_training(step, 100, 1.0, None, stats)
+        kept.append(out is stats)
+    assert reported == [1, 50, 100]
+    # a report starts new statistics; the steps between reports keep accumulating
+    assert [i + 1 for i, k in enumerate(kept) if not k] == [1, 50, 100]

@@ -75,6 +75,20 @@ def report_mgr_report_step(self, lr, patience, step, valid_stats=None, train_sta
                                                   for kv in summary.items()))
 
 
+@replaces(onmt.utils.report_manager.ReportMgrBase, "report_training", why="the stock "
+          "trainer first logs at step -report_every (minutes on a CPU); step 1 is reported "
+          "too, so a run shows at once that it trains and what its losses start at")
+def report_training(self, step, num_steps, learning_rate, patience, report_stats,
+                    multigpu=False):
+    if step != 1 or self.report_every == 1:
+        return original(onmt.utils.report_manager.ReportMgrBase, "report_training")(
+            self, step, num_steps, learning_rate, patience, report_stats, multigpu)
+    if multigpu:
+        report_stats = onmt.utils.Statistics.all_gather_stats(report_stats)
+    self._report_training(step, num_steps, learning_rate, patience, report_stats)
+    return onmt.utils.Statistics()
+
+
 @replaces(onmt.trainer.Trainer, "_report_step", why="after each validation: the KL-collapse "
           "warning on the validation KL (short runs see it), and with -mirror_keep_best the "
           "checkpoint of the best validation perplexity, which ModelSaver has no notion of")
