@@ -381,7 +381,7 @@ def main():
                    help="examples sorted together before batching (the recipes' value)")
     p.add_argument("--stock-sort", action="store_true",
                    help="batch with OpenNMT-py's own (src, tgt) length sort instead of the "
-                   "plugin's triple sort (registration 1c), to see what that buys")
+                   "plugin's triple sort (registration/data.py), to see what that buys")
     args = p.parse_args()
     if args.stock_sort:
         import onmt.inputters.dynamic_iterator as dyn

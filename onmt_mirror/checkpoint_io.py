@@ -8,7 +8,7 @@ and moved over the final name with `os.replace` (atomic on POSIX and Windows).
 
 Loading uses `weights_only=True` explicitly (so even TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 cannot switch it off): a pickle that would import anything outside torch's allow-list
-(plus argparse.Namespace, see registration.py) is refused with one line, never run.
+(plus argparse.Namespace, see registration/checkpoints.py) is refused with one line, never run.
 """
 import os
 import pickle

@@ -3,8 +3,8 @@
 OpenNMT-py 3.5.1 restores the weights, the optimizer state and the step, but restarts the
 training data from the first batch and re-seeds the random generators: a resumed run
 sees other batches and other noise (z samples, dropout) than an uninterrupted one.
-registration.py stores the number of batches consumed and the generator states below in
-the checkpoint's optimizer entry; on resume the data stream is replayed past those batches
+registration/checkpoints.py stores the number of batches consumed and the generator states
+below in the checkpoint's optimizer entry; on resume the data stream is replayed past those batches
 (data workers are deterministic given -seed) and the generators are set back.
 Everything is kept as tensors and plain numbers, so weights-only loading accepts it.
 """

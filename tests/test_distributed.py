@@ -1,5 +1,6 @@
 """Data parallelism on the CPU: two ranks over gloo, in processes started by
-torch.multiprocessing spawn (onmt_mirror/distributed.py, registration.py section D1).
+torch.multiprocessing spawn (onmt_mirror/distributed.py, registration/distributed.py, and
+registration/checkpoints.py for each rank's generators).
 
 `onmt_train -world_size 2` itself cannot run without CUDA in OpenNMT-py 3.5.1:
 train_single.configure_process calls torch.cuda.set_device for every rank, build_model
@@ -223,8 +224,9 @@ def gloo_all_gather_list(data, max_size=4096):
 
 
 def train(opt, checkpoint=None):
-    """Trainer.train (stock, with the plugin's R6 and D1) of STEPS steps, a checkpoint
-    every CKPT; the generators seeded as train_single.configure_process seeds them."""
+    """Trainer.train (stock, with registration/checkpoints.py and distributed.py) of STEPS
+    steps, a checkpoint every CKPT; the generators seeded as train_single.configure_process
+    seeds them."""
     from onmt.utils.misc import set_random_seed
 
     set_random_seed(opt.seed, False)

@@ -130,7 +130,7 @@ def _numericalized(c, x, y):
 
 
 def test_triple_sort_key_keeps_every_field_short_together():
-    """The iterator sorts buckets with this key (registration 1c): batches cut from the
+    """The iterator sorts buckets with this key (registration/data.py): batches cut from the
     sorted bucket have a far shorter longest y than with the stock (src, tgt) key, and
     lines without the query marker keep the stock key."""
     import random

@@ -3,7 +3,7 @@ same losses and the same final weights, optimizer state, step and KL-annealing c
 as a run that was never interrupted (CPU, fixed seed, z sampled every batch).
 
 Stock OpenNMT-py 3.5.1 restarts the data at the first batch and re-seeds the generators
-on -train_from, so without registration.py's section R6 the losses after step 10 differ.
+on -train_from, so without registration/checkpoints.py the losses after step 10 differ.
 """
 import os
 import shutil

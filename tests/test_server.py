@@ -241,7 +241,7 @@ def loaded(stock):
 def test_bad_histories_get_the_stock_error_reply_and_the_model_stays_loaded(
         stock, src, message):
     """Refused by the preprocess hook before the model: the stock route would unload the
-    model (the next request paid a reload); R3b keeps it loaded."""
+    model (the next request paid a reload); registration/server.py keeps it loaded."""
     status, out = post(stock.url + "/translate", [{"id": 100, "src": src}])
     assert status == 200 and out["status"] == "error" and message in out["error"]
     assert loaded(stock) == {100: True, 101: True, 102: True}

@@ -23,8 +23,8 @@ Optional `"custom_opt"` keys in the model's config entry:
 
 Bad requests raise RequestRefused, a ServerModelError: the stock server answers HTTP 200
 with `{"status": "error", "error": "<message>"}`. The stock route then unloads the model;
-for RequestRefused the plugin keeps it loaded (registration.py, section R3b), since the
-request never reached it.
+for RequestRefused the plugin keeps it loaded (registration/server.py), since the request
+never reached it.
 """
 from onmt.translate.translation_server import ServerModelError
 

@@ -1,1 +1,1 @@
-"""losses of the Mirror plugin; see registration.py for how OpenNMT-py finds them."""
+"""losses of the Mirror plugin; see registration/loss.py for how OpenNMT-py finds them."""

@@ -36,7 +36,7 @@ class MirrorStatistics(Statistics):
     The stock fields hold Dec1 p(y|c,z,x) with z from the posterior, so OpenNMT-py's
     "ppl"/"acc" lines, early stopping and TensorBoard keep their meaning. Stock
     Statistics.update overwrites extra fields, so this class replaces onmt.utils.Statistics
-    (see registration.py); without terms it behaves exactly like the stock class.
+    (see registration/loss.py); without terms it behaves exactly like the stock class.
     """
 
     def __init__(self, *args, terms=None, **kwargs):
@@ -127,7 +127,8 @@ class MirrorLoss(torch.nn.Module):
         self.bow_weight = bow_weight
         self.select = select  # what the validation perplexity measures (-mirror_select)
         self._padding_idx = padding_idx
-        # numerical guards; registration.py sets them from the options (R6, R7)
+        # numerical guards; registration/loss.py sets them from the options (and
+        # registration/checkpoints.py gives step_of, for the error lines)
         self.nonfinite = "stop"  # or "skip" (-mirror_nonfinite)
         self.kl_collapse_threshold, self.kl_collapse_steps = 0.0, 0  # 0 steps: off
         self.recent_kl = collections.deque()

@@ -1,1 +1,1 @@
-"""models of the Mirror plugin; see registration.py for how OpenNMT-py finds them."""
+"""models of the Mirror plugin; see registration/model.py for how OpenNMT-py finds them."""

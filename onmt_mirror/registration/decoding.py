@@ -15,6 +15,7 @@ from onmt.utils.logging import logger
 from onmt_mirror.chat.text import unknown_shares
 from onmt_mirror.checkpoint_io import AtomicTextOutput
 from onmt_mirror.data_check import check_pair
+from onmt_mirror.dialogue import SEPARATOR
 from onmt_mirror.dc.scorer import dc_scorer_from_opt
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.models.mirror import MirrorModel
@@ -141,8 +142,9 @@ def build_translator(opt, device_id=0, report_score=True, logger=None, out_file=
 def warn_unknown_source(opt, vocabulary):
     with open(opt.src, encoding="utf-8", errors="replace") as f:
         lines = list(itertools.islice(f, UNKNOWN_CHECK_LINES))
+    # -src is split as mirror_triple splits it: at this run's -mirror_turn_sep
     share, tokenised = unknown_shares(lines, vocabulary,
-                                      getattr(opt, "mirror_turn_sep", "__eou__"))
+                                      getattr(opt, "mirror_turn_sep", SEPARATOR))
     if share > UNKNOWN_WARNING_SHARE:
         hint = (" (tokenised as the training data was, %.1f%%: see docs/server.md, "
                 "\"Typed text\")" % (100 * tokenised) if tokenised < share / 2 else "")

@@ -6,7 +6,8 @@ import onmt.model_builder
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.models.hred import HRED_ENCODER, HREDEncoder
 from onmt_mirror.models.mirror import MirrorModel
-from onmt_mirror.opts import MIRROR_ENCODER, QUERY_TOKEN, TURN_TOKEN, MirrorConfig
+from onmt_mirror.dialogue import QUERY_TOKEN, TURN_TOKEN
+from onmt_mirror.opts import MIRROR_ENCODER, MirrorConfig
 from onmt_mirror.registration.patching import declares, original, replaces
 
 declares(onmt.encoders, 'register_encoder("hred")', why="the public encoder registry: "

@@ -87,8 +87,12 @@ def cmd_apply(args):
     groups = nb.read_scores(args.scores)
     if args.params:
         with open(args.params, encoding="utf-8") as f:
-            params = json.load(f)
-        lam, gamma = params["lambda"], params["gamma"]
+            try:
+                params = json.load(f)
+                lam, gamma = float(params["lambda"]), float(params["gamma"])
+            except (ValueError, TypeError, KeyError):
+                raise MirrorError("%s: not the JSON of `rerank tune` (with lambda and "
+                                  "gamma)" % args.params) from None
     elif args.lam is not None and args.gamma is not None:
         lam, gamma = args.lam, args.gamma
     else:
@@ -135,16 +139,7 @@ def main(argv=None):
     a.add_argument("--output", required=True)
     a.set_defaults(func=cmd_apply)
     args = p.parse_args(argv)
-    return run_command("onmt_mirror.rerank " + args.cmd, run, args)
-
-
-def run(args):
-    """The n-best and score readers, the grids and the JSON parameters raise plain
-    ValueErrors on malformed input: the user's to fix, so one line like a MirrorError."""
-    try:
-        return args.func(args)
-    except ValueError as exc:
-        raise MirrorError(str(exc)) from None
+    return run_command("onmt_mirror.rerank " + args.cmd, args.func, args)
 
 
 if __name__ == "__main__":

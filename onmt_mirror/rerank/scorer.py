@@ -17,6 +17,7 @@ samples of z (onmt_mirror/translate/multi_z.py) re-ranks each candidate with its
 import torch
 import torch.nn.functional as F
 
+from onmt_mirror.dialogue import split_turns
 from onmt_mirror.errors import MirrorError
 
 PAD, BOS, EOS, UNK = "<blank>", "<s>", "</s>", "<unk>"
@@ -116,8 +117,6 @@ class CheckpointScorer:
         return ex["src"]
 
     def _query(self, history):
-        from onmt_mirror.transforms.mirror_triple import split_turns
-
         return split_turns(history.split(), self.sep)[-1][: self.max_u]
 
     def pairs_to_tokens(self, history, candidate):

@@ -1,1 +1,1 @@
-"""transforms of the Mirror plugin; see registration.py for how OpenNMT-py finds them."""
+"""transforms of the Mirror plugin; see registration/data.py for how OpenNMT-py finds them."""

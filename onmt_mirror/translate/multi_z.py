@@ -13,8 +13,8 @@ z_k is the sample y was decoded with; both terms are teacher-forced sums with </
 OpenNMT-py's beam search keeps one beam per batch row and knows no latent, so the batch is
 tiled K times (input b's copies are rows b*K .. b*K+K-1) and the decoding interface draws a
 z per row. Each input's K n-best lists are then joined sample by sample (K x n_best
-candidates, rank k*n_best + n), or re-ranked down to n_best. registration.py (section 10)
-calls this around Translator.translate_batch.
+candidates, rank k*n_best + n), or re-ranked down to n_best. registration/decoding.py calls
+this around Translator.translate_batch.
 """
 import torch
 from onmt.constants import DefaultTokens
