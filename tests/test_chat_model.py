@@ -10,8 +10,8 @@ from cli_util import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAT_MODEL = os.path.join(REPO, "examples", "demo", "chat_model.pt")
-WINDOWS = ["Hey man , you wanna buy some weed ? __eou__ Some what ?",
-           "Some what ? __eou__ Weed ! You know ? Pot , Ganja , Mary Jane some chronic !"]
+WINDOWS = ["So how did I do on my driving test ? __eou__ Do you want the truth ?",
+           "Do you want the truth ? __eou__ Of course , I do ."]  # the demo's, lines 44-45
 DECODE = ["-beam_size", "10", "-max_length", "40", "-min_length", "3", "-length_penalty",
           "none", "-ban_unk_token"]
 
@@ -32,7 +32,8 @@ def test_the_shipped_model_replies_as_shipped_and_z_changes_the_reply(tmp_path):
     cli(["onmt_translate", "-model", CHAT_MODEL, "-src", "chat.src", "-output", "k3.txt",
          "-mirror_num_z", "3", "-seed", "7"] + DECODE, tmp_path)
     assert (tmp_path / "mean.txt").read_text().splitlines() == [
-        "Well , I want to go to the cinema .", "Oh , yes . How about you ?"]
+        "Yes , I do .", "Well , I think you have a lot of money ."]
     assert (tmp_path / "k3.txt").read_text().splitlines() == [
-        "Well , it is a lot of money .", "What are you going to do ?", "Why not ?",
-        "Oh , really ?", "Oh , really ?", "What are you talking about ?"]
+        "What is it ?", "How much is it ?", "What's the matter ?",
+        "That ’ s a good idea . I ’ m sure you ’ re right . I ’ m sure you ’ re going to be",
+        "What are you talking about ?", "Why not ?"]

@@ -21,7 +21,7 @@ paste -d '\t' examples/demo/data/test.src run/demo/pred.txt \
     | awk -F '\t' 'NR <= 4 {printf "%s\n    => %s\n", $1, $2}'
 
 CHAT=examples/demo/chat_model.pt  # -ban_unk_token: the stock option that never emits <unk>
-head -n 6 examples/demo/data/test.src > run/demo/chat.src
+sed -n 44,49p examples/demo/data/test.src > run/demo/chat.src  # one dialogue, no <unk>
 onmt_translate -model $CHAT -src run/demo/chat.src -output run/demo/chat_mean.txt \
     "${DECODE[@]}" -ban_unk_token -mirror_z mean
 onmt_translate -model $CHAT -src run/demo/chat.src -output run/demo/chat_samples.txt \
