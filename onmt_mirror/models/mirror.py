@@ -494,13 +494,15 @@ class MirrorDecodingInterface:
     def encode(self, src, src_len):
         m = self.model
         enc = m.encode_dialogue(src[:, :, 0], src_len)
-        x = enc["x"]
         mu_p, logvar_p = m.prior(enc)
         z = reparameterize(mu_p, logvar_p) if m.z_mode == "sample" else mu_p
         self.z = z
-        h0, c0 = m.dec_y_cxz.init_state(torch.cat([enc["c"].vector, x.vector], -1))
-        self._x_mask = x.mask()
-        return x.memory, (h0, c0, z), x.lengths
+        spec = m.DECODERS["y_cxz"]  # Dec1: its state from [c; x], attention over x
+        h0, c0 = m.dec_y_cxz.init_state(
+            torch.cat([enc[k].vector for k in spec.init_from], -1))
+        attended = enc[spec.memory_from]
+        self._x_mask = attended.mask()
+        return attended.memory, (h0, c0, z), attended.lengths
 
     def init_state(self, src, enc_out, enc_final_hs):
         h0, c0, z = enc_final_hs
