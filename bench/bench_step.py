@@ -224,17 +224,6 @@ def static_terms(model, t):
     return terms
 
 
-def assemble(loss_fn, terms):
-    """MirrorLoss.forward's sum, without its host fetch."""
-    loss = terms["kl_weight"] * terms.get("kl_loss", terms["kl"])
-    for d, w in loss_fn.weights.items():
-        loss = loss + w * terms["nll_" + d]
-    for side in "xy":
-        if "nll_bow_" + side in terms:
-            loss = loss + loss_fn.bow_weight * terms["nll_bow_" + side]
-    return loss
-
-
 AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -253,7 +242,7 @@ class Step:
         with torch.autocast("cuda", AMP[self.precision], enabled=self.gpu,
                             cache_enabled=False):
             terms = static_terms(self.model, t)
-            loss = assemble(self.loss_fn, terms) / t["c"].size(0)  # -normalization sents
+            loss = self.loss_fn.total(terms) / t["c"].size(0)  # -normalization sents
         return loss, terms
 
     def __call__(self, t):
@@ -325,7 +314,7 @@ def check_padding(state, gpu):
         key, flat = bucket_batch(batch, model.cfg, quantum=64)
         torch.manual_seed(7)
         terms = static_terms(model, unflatten(key, flat.to(batch["src"].device)))
-        padded = assemble(loss_fn, terms)
+        padded = loss_fn.total(terms)
         model.kl_annealing.step.copy_(counter)
     model.update_dropout(p, p)
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

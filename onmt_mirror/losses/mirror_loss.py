@@ -139,14 +139,19 @@ class MirrorLoss(torch.nn.Module):
     def padding_idx(self):  # the Trainer reads it to count target tokens
         return self._padding_idx
 
-    def forward(self, batch, output, attns, trunc_start=0, trunc_size=None):
-        t = attns["mirror"]
+    def total(self, t):
+        """Eq. 6 (and the bag-of-words terms) from the model's per-term sums, on the device."""
         loss = t["kl_weight"] * t.get("kl_loss", t["kl"])
         for d, w in self.weights.items():
             loss = loss + w * t["nll_" + d]
         for side in "xy":
             if "nll_bow_" + side in t:
                 loss = loss + self.bow_weight * t["nll_bow_" + side]
+        return loss
+
+    def forward(self, batch, output, attns, trunc_start=0, trunc_size=None):
+        t = attns["mirror"]
+        loss = self.total(t)
         terms = self.fetch(t)
         bad = [k for k, v in terms.items()
                if not all(map(math.isfinite, v if isinstance(v, list) else [v]))]
