@@ -16,9 +16,9 @@ DECODE=(-beam_size 10 -max_length 40 -min_length 3 -length_penalty none)
 onmt_translate -model "$CKPT" -src examples/demo/data/test.src -output run/demo/pred.txt \
     "${DECODE[@]}" -mirror_z mean
 echo
-echo "== the tiny model just trained, first test windows (context __eou__ query => reply)"
+echo "== the tiny model just trained (context __eou__ query => reply; test lines 44-49)"
 paste -d '\t' examples/demo/data/test.src run/demo/pred.txt \
-    | awk -F '\t' 'NR <= 4 {printf "%s\n    => %s\n", $1, $2}'
+    | awk -F '\t' 'NR >= 44 && NR <= 49 {printf "%s\n    => %s\n", $1, $2}'
 
 CHAT=examples/demo/chat_model.pt  # -ban_unk_token: the stock option that never emits <unk>
 sed -n 44,49p examples/demo/data/test.src > run/demo/chat.src  # one dialogue, no <unk>
