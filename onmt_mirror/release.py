@@ -1,11 +1,12 @@
 """python -m onmt_mirror.release --model CKPT --output OUT [--dtype fp16|fp32]
 
 A training checkpoint made into a file for decoding and chatting: the optimizer state goes
-(Adam's two moments are twice the model), so do the bag-of-words heads (a training loss
-only: decoding, re-ranking and the IW bound never call them), and the weights are stored
-in fp16 unless --dtype fp32. The options saved with it say -mirror_bow_weight 0, so the
-model rebuilt from them has no heads to fill. Loading casts back to the decoding
-precision (onmt_translate -precision), so the file works on CPU and GPU alike.
+(Adam's two moments are twice the model), so do the bag-of-words heads and Dec2/Dec4
+(training losses only: decoding runs Dec1, re-ranking Dec3, the IW bound Dec1), and the
+weights are stored in fp16 unless --dtype fp32. The options saved with it say
+-mirror_bow_weight 0 and name the decoders kept, so the model rebuilt from them has nothing
+left to fill. Loading casts back to the decoding precision (onmt_translate -precision), so
+the file works on CPU and GPU alike.
 
 The stock `onmt_release_model` only drops the optimizer; this also works for non-Mirror
 checkpoints (then it drops the optimizer and casts).
@@ -19,21 +20,23 @@ import torch
 from onmt_mirror.checkpoint_io import atomic_save, safe_load
 from onmt_mirror.errors import MirrorError, run_command
 
-TRAINING_ONLY = ("bow_",)  # parameter name prefixes that only a training loss uses
+DECODING = ("y_cxz", "x_cyz")  # Dec1 decodes; Dec3 re-ranks (translate/multi_z.py, rerank)
 
 
 def release(checkpoint, dtype=torch.float16):
     """The checkpoint dict, released (a new dict; the input is not changed)."""
-    out = dict(checkpoint, optim=None)
-    model = checkpoint["model"]
-    out["model"] = {k: _cast(v, dtype) for k, v in model.items()
-                    if not k.startswith(TRAINING_ONLY)}
-    out["generator"] = {k: _cast(v, dtype) for k, v in checkpoint["generator"].items()}
-    if any(k.startswith(TRAINING_ONLY) for k in model):
-        opt = checkpoint["opt"]
-        out["opt"] = type(opt)(**vars(opt))
-        out["opt"].mirror_bow_weight = 0.0
-    return out
+    opt = type(checkpoint["opt"])(**vars(checkpoint["opt"]))
+    dropped = ("bow_",)
+    if getattr(opt, "encoder_type", None) == "mirror":
+        trained = opt.mirror_decoders.split(",")
+        dropped += tuple("%s_%s." % (part, d) for d in trained if d not in DECODING
+                         for part in ("dec", "emb", "readout"))
+        opt.mirror_decoders = ",".join(d for d in trained if d in DECODING)
+        opt.mirror_bow_weight = 0.0
+    return dict(checkpoint, optim=None, opt=opt,
+                model={k: _cast(v, dtype) for k, v in checkpoint["model"].items()
+                       if not k.startswith(dropped)},
+                generator={k: _cast(v, dtype) for k, v in checkpoint["generator"].items()})
 
 
 def _cast(tensor, dtype):
@@ -49,10 +52,12 @@ def run(args):
                           "opt entries)" % args.model)
     released = release(ckpt, torch.float16 if args.dtype == "fp16" else torch.float32)
     atomic_save(released, args.output)
+    mirror = getattr(released["opt"], "encoder_type", None) == "mirror"
+    kept = released["opt"].mirror_decoders if mirror else None
     print("release: %s (%.1f MB) -> %s (%.1f MB, %s, no optimizer%s)" % (
         args.model, os.path.getsize(args.model) / 1e6, args.output,
         os.path.getsize(args.output) / 1e6, args.dtype,
-        ", no bag-of-words heads" if released["opt"] is not ckpt["opt"] else ""))
+        ", decoders %s, no bag-of-words heads" % kept if kept else ""))
     return 0
 
 
