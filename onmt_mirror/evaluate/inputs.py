@@ -9,7 +9,7 @@ from onmt_mirror.errors import MirrorError
 
 
 class InputError(MirrorError):
-    """Bad evaluator input (files that disagree, a malformed --hyp): one line, status 2."""
+    """Bad evaluator input (files that disagree, a malformed --hyp): one line, status 1."""
 
 
 def read_lines(path):
