@@ -14,6 +14,7 @@ from typing import NamedTuple
 from onmt_mirror.dialogue import QUERY_TOKEN, SEPARATOR, TURN_TOKEN
 
 MIRROR_ENCODER = "mirror"
+CAPTURED_STEP_AUTO_BATCH = 256  # -mirror_captured_step auto: the largest batch it takes
 
 
 class Decoder(NamedTuple):
@@ -123,6 +124,17 @@ def add_mirror_options(parser):
     group.add("--mirror_kl_collapse_steps", "-mirror_kl_collapse_steps", type=int,
               default=1000, help="Warn in the log after this many consecutive training "
               "batches under -mirror_kl_collapse_threshold; 0 switches the check off.")
+
+    group = parser.add_argument_group("Training/Mirror")
+    group.add("--mirror_captured_step", "-mirror_captured_step",
+              choices=["auto", "on", "off"], default="auto", help="Train Mirror on one "
+              "GPU with its step replayed from CUDA graphs, one per length bucket (on), "
+              "or with the stock eager step (off). auto: on for batches of at most %d "
+              "sentences, where the host limits the eager step. Where a graph cannot be "
+              "captured (CPU, several GPUs, -input_feed 1, bidirectional or hierarchical "
+              "encoders, -truncated_decoder, an optimizer other than adam) the stock "
+              "step runs, and the log says why (docs/performance.md)."
+              % CAPTURED_STEP_AUTO_BATCH)
 
     group = parser.add_argument_group("Distributed/Mirror")
     group.add("--mirror_overlap_allreduce", "-mirror_overlap_allreduce",

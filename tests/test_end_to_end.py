@@ -27,6 +27,7 @@ def test_tiny_model_overfits_and_beam_search_reproduces_responses(trained):
     log = (trained / "run/train.log").read_text()
     assert "Mirror step 300;" in log and "ppl_x_cyz" in log
     assert "Mirror validation;" in log and "ppl_y_cxz_prior" in log
+    assert "Mirror training step: eager (not on a GPU)" in log
     cli(["onmt_translate", "-model", "run/model_step_300.pt", "-src", "train.src",
          "-output", "pred.txt", "-beam_size", "5", "-max_length", "20"], trained)
     preds = (trained / "pred.txt").read_text().splitlines()

@@ -52,7 +52,7 @@ if triton is not None:
 
 class _FusedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, gold):
+    def forward(ctx, logits, gold, weight):
         logits = logits.contiguous()
         N, V = logits.shape
         nll = torch.empty(N, dtype=torch.float32, device=logits.device)
@@ -61,17 +61,22 @@ class _FusedCrossEntropy(torch.autograd.Function):
         if N:
             _cross_entropy_rows[(N,)](logits, logits.stride(0), gold.contiguous(), nll,
                                       argmax, grad, V, BLOCK=BLOCK, num_warps=8)
-        ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(argmax)
-        return nll.sum(), argmax
+        if weight is None:
+            ctx.save_for_backward(grad)
+            return nll.sum(), argmax
+        ctx.save_for_backward(grad, weight)
+        return (nll * weight).sum(), argmax
 
     @staticmethod
     def backward(ctx, grad_nll, _):
-        (grad,) = ctx.saved_tensors
+        grad, *weight = ctx.saved_tensors
         # a same-dtype product takes the vectorised kernel (an fp32 scalar tensor made it
         # a slow casting one, as long as the fused kernel itself); a scale past the fp16
         # range overflows here as it would in F.cross_entropy's fp16 gradient
-        return grad * grad_nll.to(grad.dtype), None
+        if weight:  # (N, 1): the per-row weights of a captured step's capacity padding
+            return grad * (grad_nll * weight[0][:, None]).to(grad.dtype), None, None
+        return grad * grad_nll.to(grad.dtype), None, None
 
 
 def fused_available(logits):
@@ -79,8 +84,14 @@ def fused_available(logits):
             and logits.dtype in (torch.float16, torch.bfloat16))
 
 
-def cross_entropy_sum(logits, gold, fused=True):
-    """(N, V) logits, (N,) gold -> (summed NLL in fp32, argmax (N,) of the logits)."""
+def cross_entropy_sum(logits, gold, fused=True, weight=None):
+    """(N, V) logits, (N,) gold -> (summed NLL in fp32, argmax (N,) of the logits).
+
+    weight (N,), when given, multiplies each row's NLL: 0 drops the rows that only pad a
+    captured step's output tokens to a fixed count."""
     if fused and fused_available(logits):
-        return _FusedCrossEntropy.apply(logits, gold)
-    return F.cross_entropy(logits.float(), gold, reduction="sum"), logits.argmax(-1)
+        return _FusedCrossEntropy.apply(logits, gold, weight)
+    if weight is None:
+        return F.cross_entropy(logits.float(), gold, reduction="sum"), logits.argmax(-1)
+    nll = F.cross_entropy(logits.float(), gold, reduction="none")
+    return (nll * weight).sum(), logits.argmax(-1)

@@ -151,17 +151,23 @@ class MirrorLoss(torch.nn.Module):
 
     def forward(self, batch, output, attns, trunc_start=0, trunc_size=None):
         t = attns["mirror"]
-        loss = self.total(t)
-        terms = self.fetch(t)
+        stats = self.statistics(self.fetch(t))
+        if stats is None:  # skipped: no backward, so no weight changes
+            return None, MirrorStatistics()
+        return self.total(t), stats
+
+    def statistics(self, terms):
+        """A batch's terms on the host -> its MirrorStatistics, after the numerical guards:
+        a non-finite term stops training (MirrorError) or, with -mirror_nonfinite skip,
+        gives None (the batch is skipped)."""
         bad = [k for k, v in terms.items()
                if not all(map(math.isfinite, v if isinstance(v, list) else [v]))]
         if bad:
             return self.non_finite(terms, bad)
         if self.training:
             self.watch_kl(terms["kl"] / max(terms["n_sents"], 1.0))
-        stats = MirrorStatistics(self.reported_nll(terms), 1, terms["n_sents"],
-                                 terms["n_y"], terms["correct_y_cxz"], terms=terms)
-        return loss, stats
+        return MirrorStatistics(self.reported_nll(terms), 1, terms["n_sents"],
+                                terms["n_y"], terms["correct_y_cxz"], terms=terms)
 
     @staticmethod
     def fetch(t):
@@ -193,14 +199,14 @@ class MirrorLoss(torch.nn.Module):
         return step if self.training else "validation at " + step
 
     def non_finite(self, terms, bad):
-        """Stop (default) or skip the batch: loss None makes the stock Trainer skip
-        backward, so optim.step() finds no gradients and leaves every weight and the
-        optimizer state as they were (only the step counter and schedule advance)."""
+        """Stop (default) or skip the batch (None): the stock Trainer then skips backward,
+        so optim.step() finds no gradients and leaves every weight and the optimizer
+        state as they were (only the step counter and schedule advance)."""
         values = ", ".join("%s=%s" % (k, terms[k]) for k in bad)
         if self.nonfinite == "skip" and self.training:
             logger.warning("%s: non-finite loss term(s) %s: batch skipped "
                            "(-mirror_nonfinite skip)", self.where(), values)
-            return None, MirrorStatistics()
+            return None
         raise MirrorError("%s: non-finite loss term(s) %s; stopped before updating the "
                           "weights (-mirror_nonfinite skip skips such batches)"
                           % (self.where(), values))

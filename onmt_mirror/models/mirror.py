@@ -28,9 +28,9 @@ from onmt_mirror.modules.gaussian import (free_bits_kl, gaussian_kl_dims,
                                           gaussian_log_density, mutual_information,
                                           reparameterize)
 from onmt_mirror.modules.lstm import LSTM
-from onmt_mirror.modules.padding import PackPlan, lengths_to_mask
+from onmt_mirror.modules.padding import PackPlan, lengths_to_mask, select_rows
 from onmt_mirror.modules.rnn_encoder import RNNEncoder
-from onmt_mirror.modules.src_field import split_src
+from onmt_mirror.modules.src_field import DialogueBatch, split_src
 from onmt_mirror.opts import DECODERS
 
 
@@ -120,26 +120,26 @@ class AttnDecoder(nn.Module):
             x = h
         return x[:, None], (torch.stack(hs), torch.stack(cs))
 
-    def attend(self, h, memory, mask, plan=None):
+    def attend(self, h, memory, mask, index=None):
         """h: (B, T, H), memory: (B, S, H), mask: (B, S) -> out, attn (B, T, S).
 
-        out is (B, T, H), or (N, H) on the real tokens in the order of `plan` (PackPlan)
-        so that the output projection skips padding."""
+        out is (B, T, H), or (N, H) at the flat (b * T + t) positions in `index` (the real
+        tokens) so that the output projection skips padding."""
         q = self.attn_in(h) if self.attn_in is not None else h
         scores = torch.bmm(q, memory.transpose(1, 2))
         scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
         attn = torch.softmax(scores, -1)
         both = torch.cat([torch.bmm(attn.to(memory.dtype), memory), h], -1)
-        if plan is not None:
-            both = plan.select(both)
+        if index is not None:
+            both = select_rows(both, index)
         return torch.tanh(self.attn_out(both)), attn
 
-    def forward(self, emb, z, state, memory, mask, feed=None, plan=None):
+    def forward(self, emb, z, state, memory, mask, feed=None, index=None):
         """emb: (B, T, E), z: (B, Z), state: (h, c) -> out, attn (B, T, S), state, feed.
 
-        With the PackPlan of the target lengths (teacher forcing), out is (N, H) on the
-        real tokens in the plan's order, so the output projections skip padding; beam
-        search passes none and gets (B, T, H). The LSTM itself runs on the padded batch:
+        With the flat positions of the gold tokens (teacher forcing), out is (N, H) at
+        those positions, so the output projections skip padding; beam search passes none
+        and gets (B, T, H). The LSTM itself runs on the padded batch:
         its outputs at real positions do not depend on what follows them, and on an H200
         cuDNN's packed mode was slower here (a device copy per step and sequence end)."""
         T = emb.size(1)
@@ -147,7 +147,7 @@ class AttnDecoder(nn.Module):
         if not self.input_feed:
             run = self.one_step if T == 1 and not self.training else self.lstm
             h, state = run(torch.cat([emb, zs], -1), state)
-            out, attn = self.attend(h, memory, mask, plan)
+            out, attn = self.attend(h, memory, mask, index)
             return self.dropout(out), attn, state, None
         if feed is None:
             feed = emb.new_zeros(emb.size(0), self.hidden)
@@ -160,7 +160,8 @@ class AttnDecoder(nn.Module):
             outs.append(feed)
             attns.append(attn)
         out = torch.stack(outs, 1)
-        return (out if plan is None else plan.select(out)), torch.cat(attns, 1), state, feed
+        return (out if index is None else select_rows(out, index)), torch.cat(attns, 1), \
+            state, feed
 
 
 class BagOfWords(nn.Module):
@@ -284,23 +285,31 @@ class MirrorModel(BaseModel):
         return getattr(self, "readout_" + decoder)
 
     def encode_dialogue(self, src, src_len, y=None, y_len=None):
-        """c through the context encoder; x (and y, when given) through the utterance
-        encoder in ONE call, stacked on the batch axis. Returns {"c"|"x"|"y":
-        EncoderResult} and "host": the lengths of c, x (and y) on the host."""
+        """The src field split into c and x (split_src), then `encode`."""
         extra = (y_len,) if y is not None else ()
         c, c_len, x, x_len, host = split_src(src, src_len, self.cfg.query_id,
                                              self.cfg.pad_id, extra)
+        return self.encode(c, c_len, x, x_len, y, y_len, host)
+
+    def encode(self, c, c_len, x, x_len, y=None, y_len=None, host=None):
+        """c through the context encoder; x (and y, when given) through the utterance
+        encoder in ONE call, stacked on the batch axis. Returns {"c"|"x"|"y":
+        EncoderResult}. host: the lengths of c, x (and y) on the host, with which the
+        encoders pack; None keeps every shape the tensors' (a captured step)."""
+        pack = host is not None
         if self.cfg.context_encoder == "hierarchical":  # VHRED: turns split by ids
             c_out, c_vec = self.context_encoder(self.embed(c), c_len, c)
         else:
-            c_out, c_vec = self.context_encoder(self.embed(c), host[0])
+            c_out, c_vec = self.context_encoder(self.embed(c), host[0] if pack else c_len,
+                                                pack)
         utts = [(x, x_len)] + ([(y, y_len)] if y is not None else [])
         width = max(u.size(1) for u, _ in utts)
         stacked = torch.cat([F.pad(u, (0, width - u.size(1)), value=self.cfg.pad_id)
                              for u, _ in utts])
-        out, vec = self.utterance_encoder(self.embed(stacked), host[1:].reshape(-1))
-        enc = {"c": EncoderResult(c, c_len, c_out, c_vec), "host": dict(zip("cxy", host))}
-        B = src.size(0)
+        lengths = host[1:].reshape(-1) if pack else torch.cat([n for _, n in utts])
+        out, vec = self.utterance_encoder(self.embed(stacked), lengths, pack)
+        enc = {"c": EncoderResult(c, c_len, c_out, c_vec)}
+        B = c.size(0)
         for i, (key, (u, n)) in enumerate(zip("xy", utts)):
             enc[key] = EncoderResult(u, n, out[i * B:(i + 1) * B, : u.size(1)],
                                      vec[i * B:(i + 1) * B])
@@ -321,20 +330,24 @@ class MirrorModel(BaseModel):
         gold = torch.cat([tokens, pad], 1).scatter(1, lengths[:, None], cfg.eos_id)
         return dec_in, gold
 
-    def nll_rows(self, decoder, out, gold, plan):
+    def nll_rows(self, decoder, out, gold, index):
         """Per-row summed token NLL (B,) in fp32, for the importance-weighted bound."""
         rows = torch.arange(gold.size(0), device=gold.device)[:, None].expand_as(gold)
         logits = self.readout(decoder)(out).float()
-        tok = F.cross_entropy(logits, plan.select(gold), reduction="none")
-        return tok.new_zeros(gold.size(0)).index_add_(0, plan.select(rows), tok)
+        tok = F.cross_entropy(logits, select_rows(gold, index), reduction="none")
+        return tok.new_zeros(gold.size(0)).index_add_(0, select_rows(rows, index), tok)
 
-    def nll(self, decoder, out, gold, plan, with_correct=False):
-        """Summed token NLL of a decoder's outputs on the real tokens (N, H), in the
-        order of `plan`, against the gold (B, T): padding is often most of a batch, and
-        the (tokens x vocabulary) logits are the step's largest tensor."""
-        gold = plan.select(gold)
-        nll, argmax = cross_entropy_sum(self.readout(decoder)(out), gold, self.fused_ce)
-        return nll, (argmax.eq(gold).sum() if with_correct else None)
+    def nll(self, decoder, out, gold, index, weight=None, with_correct=False):
+        """Summed token NLL of a decoder's outputs at the gold positions `index` (N, H),
+        against the gold (B, T): padding is often most of a batch, and the (tokens x
+        vocabulary) logits are the step's largest tensor. weight: see cross_entropy_sum."""
+        gold = select_rows(gold, index)
+        nll, argmax = cross_entropy_sum(self.readout(decoder)(out), gold, self.fused_ce,
+                                        weight)
+        if not with_correct:
+            return nll, None
+        hit = argmax.eq(gold)
+        return nll, (hit.sum() if weight is None else (hit.float() * weight).sum())
 
     @staticmethod
     def decoder_inputs(enc):
@@ -344,14 +357,14 @@ class MirrorModel(BaseModel):
         return ({k: enc[k].vector for k in sides},
                 {k: (enc[k].memory, enc[k].mask()) for k in sides})
 
-    def run_decoder(self, name, dec_in, z, vecs, memories, plan=None):
-        """Outputs (B, T, H), or (N, H) on the real tokens when teacher forcing passes
-        the PackPlan of dec_in's lengths."""
+    def run_decoder(self, name, dec_in, z, vecs, memories, index=None):
+        """Outputs (B, T, H), or (N, H) at the gold positions `index` (teacher forcing)."""
         spec = self.DECODERS[name]
         dec = getattr(self, "dec_" + name)
         state = dec.init_state(torch.cat([vecs[k] for k in spec.init_from], -1))
         memory, mask = memories[spec.memory_from]
-        out, attn, _, _ = dec(self.embed(dec_in, name), z, state, memory, mask, plan=plan)
+        out, attn, _, _ = dec(self.embed(dec_in, name), z, state, memory, mask,
+                              index=index)
         return out, attn
 
     # -- training / validation -----------------------------------------------------
@@ -367,8 +380,37 @@ class MirrorModel(BaseModel):
         # y as the utterance encoder reads it: no <s>, no </s>
         y = tgt[:, 1:].masked_fill(tgt[:, 1:].eq(cfg.eos_id), cfg.pad_id)
         y_len = y.ne(cfg.pad_id).sum(1).clamp(min=1)
-        enc = self.encode_dialogue(src, src_len, y, y_len)
+        c, c_len, x, x_len, host = split_src(src, src_len, cfg.query_id, cfg.pad_id,
+                                             (y_len,))
+        x_in, x_gold = self.with_bos_eos(x, x_len)
+        y_in, y_gold = tgt[:, :-1], tgt[:, 1:]
+        # gold tokens per row: the utterance and </s>, in cuDNN's packed order
+        n_gold = host[1:] + 1
+        index = [PackPlan(n, g.size(1), src.device).index
+                 for n, g in zip(n_gold, (x_gold, y_gold))]
+        batch = DialogueBatch(c, c_len, x, x_len, y, y_len, x_in, x_gold, y_in, y_gold,
+                              *index)
+        terms, parts = self.training_terms(batch, host)
+        terms.update({"n_sents": float(src.size(0)), "n_x": float(n_gold[0].sum()),
+                      "n_y": float(n_gold[1].sum())})
+        if not self.training:  # what decoding sees (z from the prior), and how much z carries
+            (mu_q, logvar_q), (mu_p, logvar_p) = parts["posterior"], parts["prior"]
+            vecs, memories = parts["vecs"], parts["memories"]
+            out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories, batch.index_y)
+            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold, batch.index_y)
+            terms.update(self.latent_diagnostics(
+                (mu_q.float(), logvar_q.float()), (mu_p.float(), logvar_p.float()),
+                (y_in, y_gold, batch.index_y), vecs, memories))
+        dec1_out, dec1_attn = parts["dec1"]
+        return dec1_out, {"std": dec1_attn, "mirror": terms}
 
+    def training_terms(self, b, host=None):
+        """Eq. 6's summed terms of a DialogueBatch, as device tensors, and the parts
+        validation reads further. host: the lengths of c, x and y on the host (the eager
+        forward, whose encoders pack), or None: then nothing leaves the device and every
+        shape is the batch's, so a CUDA graph can replay it (training/captured_step.py)."""
+        cfg = self.cfg
+        enc = self.encode(b.c, b.c_len, b.x, b.x_len, b.y, b.y_len, host)
         prior_in = self.prior_input(enc)
         mu_p, logvar_p = self.prior_net(prior_in)
         mu_q, logvar_q = self.posterior_net(torch.cat([enc[k].vector for k in "cxy"], -1))
@@ -376,45 +418,30 @@ class MirrorModel(BaseModel):
         z = reparameterize(mu_q, logvar_q) if self.training else mu_q
         kl_dims = gaussian_kl_dims(mu_q.float(), logvar_q.float(), mu_p.float(),
                                    logvar_p.float())
-
         vecs, memories = self.decoder_inputs(enc)
-        x_in, x_gold = self.with_bos_eos(enc["x"].tokens, enc["x"].lengths)
-        y_in, y_gold = tgt[:, :-1], tgt[:, 1:]
-        dropped = {"x": self.word_dropout(x_in), "y": self.word_dropout(y_in)}
-        # gold tokens per row: the utterance and </s>
-        n_gold = {k: enc["host"][k] + 1 for k in "xy"}
-        plans = {k: PackPlan(n_gold[k], g.size(1), src.device)
-                 for k, g in (("x", x_gold), ("y", y_gold))}
-        inputs = {"x": (dropped["x"], x_gold), "y": (dropped["y"], y_gold)}
-
-        terms = {"n_sents": float(src.size(0)), "n_y": float(n_gold["y"].sum()),
-                 "n_x": float(n_gold["x"].sum()), "kl": kl_dims.sum(),
-                 "kl_weight": self.kl_annealing()}
+        inputs = {"x": (self.word_dropout(b.x_in), b.x_gold, b.index_x),
+                  "y": (self.word_dropout(b.y_in), b.y_gold, b.index_y)}
+        terms = {"kl": kl_dims.sum(), "kl_weight": self.kl_annealing()}
         if cfg.free_bits > 0:
             terms["kl_loss"] = free_bits_kl(kl_dims, cfg.free_bits, cfg.free_bits_mode)
         z_cond = torch.cat([z.to(prior_in.dtype), prior_in], -1)
         for side in self.bow_sides():
             terms["nll_bow_" + side] = getattr(self, "bow_" + side)(
                 z_cond, enc[side].tokens, cfg.pad_id)
-        dec1_out = dec1_attn = None
+        dec1 = (None, None)
         for name in cfg.decoders:
             side = self.DECODERS[name].target
-            dec_in, gold = inputs[side]
-            out, attn = self.run_decoder(name, dec_in, z, vecs, memories, plans[side])
-            terms["nll_" + name], correct = self.nll(name, out, gold, plans[side],
-                                                     name == "y_cxz")
+            dec_in, gold, index = inputs[side]
+            out, attn = self.run_decoder(name, dec_in, z, vecs, memories, index)
+            terms["nll_" + name], correct = self.nll(name, out, gold, index,
+                                                     b.gold_weight(side), name == "y_cxz")
             if name == "y_cxz":
                 terms["correct_y_cxz"] = correct
-                dec1_out, dec1_attn = out, attn
+                dec1 = (out, attn)
         if self.training:
             self.kl_annealing.step += 1
-        else:  # what decoding sees (z from the prior), and how much z carries
-            out, _ = self.run_decoder("y_cxz", y_in, mu_p, vecs, memories, plans["y"])
-            terms["nll_y_cxz_prior"], _ = self.nll("y_cxz", out, y_gold, plans["y"])
-            terms.update(self.latent_diagnostics(
-                (mu_q.float(), logvar_q.float()), (mu_p.float(), logvar_p.float()),
-                (y_in, y_gold, plans["y"]), vecs, memories))
-        return dec1_out, {"std": dec1_attn, "mirror": terms}
+        return terms, {"dec1": dec1, "posterior": (mu_q, logvar_q),
+                       "prior": (mu_p, logvar_p), "vecs": vecs, "memories": memories}
 
     def latent_diagnostics(self, posterior, prior, dec1_data, vecs, memories):
         """Validation terms, summed over the batch: the posterior means' sums and squares
@@ -430,12 +457,12 @@ class MirrorModel(BaseModel):
                  "mi": B * mutual_information(mu_q, logvar_q, gen)}
         k = self.cfg.iw_samples
         if k > 0:
-            y_in, y_gold, plan = dec1_data
+            y_in, y_gold, index = dec1_data
             log_w = []
             for _ in range(k):
                 z = reparameterize(mu_q, logvar_q, gen)
-                out, _ = self.run_decoder("y_cxz", y_in, z, vecs, memories, plan)
-                log_w.append(-self.nll_rows("y_cxz", out, y_gold, plan)
+                out, _ = self.run_decoder("y_cxz", y_in, z, vecs, memories, index)
+                log_w.append(-self.nll_rows("y_cxz", out, y_gold, index)
                              + gaussian_log_density(z, *prior)
                              - gaussian_log_density(z, mu_q, logvar_q))
             log_p = torch.logsumexp(torch.stack(log_w), 0) - math.log(k)

@@ -52,4 +52,9 @@ class PackPlan:
 
     def select(self, padded):
         """(B, T, ...) -> (N, ...) at the real positions, in packed order."""
-        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.index)
+        return select_rows(padded, self.index)
+
+
+def select_rows(padded, index):
+    """(B, T, ...) -> (N, ...): the rows of the flattened (B * T) positions in `index`."""
+    return padded.reshape(-1, *padded.shape[2:]).index_select(0, index)

@@ -1,4 +1,7 @@
-"""Mirror's src field back into context c and query x, on the device."""
+"""Mirror's src field back into context c and query x, on the device, and the batch of
+triples the training terms read."""
+from typing import NamedTuple, Optional
+
 import torch
 
 from onmt_mirror.errors import MirrorError
@@ -27,3 +30,36 @@ def split_src(src, src_len, query_id, pad_id, extra_lengths=()):
     x = src.gather(1, idx.clamp(max=src.size(1) - 1))
     x = x.masked_fill(~lengths_to_mask(x_len, lx), pad_id)
     return c, c_len, x, x_len, host[1:]
+
+
+class DialogueBatch(NamedTuple):
+    """A batch of triples as Mirror's training terms read it.
+
+    Utterances without <s>/</s>, padded (c, x, y, each with its (B,) lengths); the
+    decoders' teacher-forced inputs and gold (x_in = <s> x, x_gold = x </s>, y likewise);
+    and where the gold tokens are: index_x / index_y hold flat positions in x_gold /
+    y_gold of the real gold tokens, which are all the output layers see. In a captured
+    step the indices are padded to a fixed capacity and n_index (2,) counts their real
+    entries (the rest weigh 0); None means every entry is real."""
+
+    c: torch.Tensor
+    c_len: torch.Tensor
+    x: torch.Tensor
+    x_len: torch.Tensor
+    y: torch.Tensor
+    y_len: torch.Tensor
+    x_in: torch.Tensor
+    x_gold: torch.Tensor
+    y_in: torch.Tensor
+    y_gold: torch.Tensor
+    index_x: torch.Tensor
+    index_y: torch.Tensor
+    n_index: Optional[torch.Tensor] = None
+
+    def gold_weight(self, side):
+        """(N,) 1.0 on real entries of index_<side>, 0.0 on capacity padding (or None)."""
+        if self.n_index is None:
+            return None
+        index = getattr(self, "index_" + side)
+        n = self.n_index[0 if side == "x" else 1]
+        return (torch.arange(index.numel(), device=index.device) < n).float()

@@ -21,7 +21,7 @@ from onmt_mirror.registration.patching import (  # noqa: F401  (the package's in
 
 ONMT_VERSION = "3.5.1"
 CONCERNS = ("data", "model", "loss", "checkpoints", "decoding", "server", "optimizer",
-            "distributed", "options")
+            "training", "distributed", "options")
 
 declares(sys, "excepthook", why="bad input must read as one line, not a traceback (also "
          "errors re-raised from data workers): `MirrorError` prints as one line, exit 1")

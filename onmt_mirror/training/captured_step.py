@@ -1,0 +1,147 @@
+"""Mirror's training step replayed from CUDA graphs, one per bucket of shapes.
+
+At the paper's batch of 128 the eager step is bound by the host: launching a Mirror step's
+thousands of kernels takes longer than running them (docs/performance.md). A CUDA graph
+launches a recorded step at once. A step here is two graphs:
+
+- forward and backward of one bucket key (training/buckets.py): MirrorModel's
+  training_terms, MirrorLoss.total, the loss (scaled with fp16) divided by the
+  normalization, its backward. Gradients accumulate, so -accum_count replays it per batch;
+- the update, one for all keys: unscale, clip, Adam (fused, capturable, its learning rate
+  a device tensor), the scaler's update, gradients zeroed (kept allocated: the graphs
+  write into them).
+
+Between the two the caller reads the batch's terms (the step's one sync), so the
+non-finite guard stops or skips a batch before any weight changes, as in the eager step.
+The first batch of a key runs the same code eagerly (on a side stream, which also warms
+up cuDNN and Triton for its shapes) and is then captured; the captured graph has not run
+when capture ends, so no batch is counted twice. With graphs=False (the CPU) the same
+step runs eagerly throughout.
+"""
+import torch
+import torch.nn as nn
+
+from onmt_mirror.training.buckets import unflatten
+
+
+class CapturedStep:
+    MAX_GRAPHS = 512  # bucket keys captured; any further key runs eagerly (logged once)
+
+    def __init__(self, model, loss_total, optimizer, scaler, max_grad_norm, amp,
+                 graphs=True, log=print):
+        self.model, self.loss_total, self.optimizer = model, loss_total, optimizer
+        self.scaler = scaler if amp else None
+        self.max_grad_norm, self.amp, self.graphs, self.log = max_grad_norm, amp, graphs, log
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.device = self.params[0].device
+        self.norm = torch.ones((), device=self.device)
+        self.lr = torch.zeros((), device=self.device)
+        self.forward_graphs, self.update_graph, self.pool = {}, None, None
+        self.dropouts = [m for m in model.modules() if isinstance(m, (nn.Dropout, nn.LSTM))]
+        self.dropout_setting = self.dropout_values()
+        self.warned_full = False
+        if graphs:
+            for group in optimizer.param_groups:
+                group["capturable"] = True
+                group["lr"] = self.lr
+
+    # -- the step's two halves, as plain code -------------------------------------------
+    def _forward_backward(self, batch):
+        with torch.autocast(self.device.type, torch.float16, enabled=self.amp,
+                            cache_enabled=False):
+            terms, _ = self.model.training_terms(batch)
+            loss = self.loss_total(terms) / self.norm
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return {k: v.detach() if torch.is_tensor(v) else v for k, v in terms.items()}
+
+    def _update(self):
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm,
+                                           foreach=self.device.type == "cuda")
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=False)
+
+    # -- what the trainer calls ---------------------------------------------------------
+    def forward_backward(self, key, flat, normalization):
+        """One batch, padded to its bucket `key` as the flat host buffer `flat` ->
+        its training terms on the device (valid until the next call)."""
+        self.norm.fill_(normalization)
+        if not self.graphs:
+            return self._forward_backward(unflatten(key, flat.to(self.device)))
+        self.check_dropout()
+        entry = self.forward_graphs.get(key)
+        if entry is not None:
+            graph, static, terms = entry
+            static.copy_(flat, non_blocking=True)
+            graph.replay()
+            return terms
+        if len(self.forward_graphs) >= self.MAX_GRAPHS:
+            if not self.warned_full:
+                self.warned_full = True
+                self.log("Mirror captured step: %d bucket keys captured, later new keys "
+                         "run eagerly" % self.MAX_GRAPHS)
+            return self._forward_backward(unflatten(key, flat.to(self.device)))
+        static = flat.to(self.device, copy=True)
+        batch = unflatten(key, static)
+        self.allocate_grads()
+        terms = self.on_side_stream(self._forward_backward, batch)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            static_terms = self._forward_backward(batch)
+        self.pool = graph.pool()
+        self.forward_graphs[key] = (graph, static, static_terms)
+        return terms
+
+    def update(self, learning_rate):
+        """The optimizer step on the accumulated gradients, which it then zeroes."""
+        if not self.graphs:
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate
+            return self._update()
+        self.lr.fill_(learning_rate)
+        if self.update_graph is not None:
+            return self.update_graph.replay()
+        self.on_side_stream(self._update)
+        self.update_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.update_graph, pool=self.pool):
+            self._update()
+        self.pool = self.update_graph.pool()
+
+    def discard(self):
+        """No update for this step (a skipped non-finite batch): zero the gradients."""
+        self.optimizer.zero_grad(set_to_none=False)
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def on_side_stream(fn, *args):
+        """Run fn eagerly on a side stream, as capture wants for a step's first run."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(*args)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def allocate_grads(self):
+        """Gradients exist before any capture: a graph must accumulate into them, not
+        allocate its own in the shared pool."""
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+
+    def dropout_values(self):
+        return [m.p if isinstance(m, nn.Dropout) else m.dropout for m in self.dropouts]
+
+    def check_dropout(self):
+        """A graph keeps the dropout rates it was captured with: -dropout_steps changes
+        them, and then every bucket is captured afresh."""
+        setting = self.dropout_values()
+        if setting != self.dropout_setting:
+            self.dropout_setting = setting
+            self.forward_graphs, self.update_graph, self.pool = {}, None, None
