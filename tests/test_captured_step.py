@@ -13,6 +13,7 @@ from onmt_mirror.errors import MirrorError
 from onmt_mirror.losses.mirror_loss import MirrorLoss, MirrorStatistics
 from onmt_mirror.models import mirror
 from onmt_mirror.models.mirror import MirrorModel
+from onmt_mirror.modules import streams
 from onmt_mirror.modules.rnn_encoder import RNNEncoder
 from onmt_mirror.registration.patching import original
 from onmt_mirror.registration.training import captured_accumulation, eager_reason
@@ -280,3 +281,19 @@ def test_fp16_graph_replay_follows_the_stock_amp_step():
     assert our_stats.loss == pytest.approx(stock_stats.loss, rel=2e-2)
     for (k, a), b in zip(stock.state_dict().items(), ours.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=0, atol=0.05, msg=k)
+
+
+@cuda
+def test_side_streams_change_no_gradient(exact, monkeypatch):
+    """The encoders and decoders on their own streams (modules/streams.py) give the
+    gradients of the same step run on one stream."""
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(streams.in_parallel, "enabled", enabled)
+        model, loss = build("mirror", device="cuda")
+        src, tgt, src_len = (t.cuda() for t in make_batch(4, batch=7))
+        loss.total(model(src, tgt, src_len)[1]["mirror"]).backward()
+        runs.append([p.grad for p in model.parameters()])
+    assert streams._side_streams  # the second run did fork
+    for a, b in zip(*runs):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ p(y|c,z,x) runs at decoding time. The tensor plumbing underneath (packing, the L
 Gaussian algebra) is in onmt_mirror/modules/.
 """
 import math
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -31,6 +32,7 @@ from onmt_mirror.modules.lstm import LSTM
 from onmt_mirror.modules.padding import PackPlan, lengths_to_mask, select_rows
 from onmt_mirror.modules.rnn_encoder import RNNEncoder
 from onmt_mirror.modules.src_field import DialogueBatch, split_src
+from onmt_mirror.modules.streams import in_parallel
 from onmt_mirror.opts import DECODERS
 
 
@@ -293,21 +295,26 @@ class MirrorModel(BaseModel):
 
     def encode(self, c, c_len, x, x_len, y=None, y_len=None, host=None):
         """c through the context encoder; x (and y, when given) through the utterance
-        encoder in ONE call, stacked on the batch axis. Returns {"c"|"x"|"y":
+        encoder in ONE call, stacked on the batch axis; the two encoders side by side on
+        CUDA streams (modules/streams.py), as are the decoders. Returns {"c"|"x"|"y":
         EncoderResult}. host: the lengths of c, x (and y) on the host, with which the
         encoders pack; None keeps every shape the tensors' (a captured step)."""
         pack = host is not None
-        if self.cfg.context_encoder == "hierarchical":  # VHRED: turns split by ids
-            c_out, c_vec = self.context_encoder(self.embed(c), c_len, c)
-        else:
-            c_out, c_vec = self.context_encoder(self.embed(c), host[0] if pack else c_len,
-                                                pack)
         utts = [(x, x_len)] + ([(y, y_len)] if y is not None else [])
-        width = max(u.size(1) for u, _ in utts)
-        stacked = torch.cat([F.pad(u, (0, width - u.size(1)), value=self.cfg.pad_id)
-                             for u, _ in utts])
-        lengths = host[1:].reshape(-1) if pack else torch.cat([n for _, n in utts])
-        out, vec = self.utterance_encoder(self.embed(stacked), lengths, pack)
+
+        def context():
+            if self.cfg.context_encoder == "hierarchical":  # VHRED: turns split by ids
+                return self.context_encoder(self.embed(c), c_len, c)
+            return self.context_encoder(self.embed(c), host[0] if pack else c_len, pack)
+
+        def utterances():
+            width = max(u.size(1) for u, _ in utts)
+            stacked = torch.cat([F.pad(u, (0, width - u.size(1)), value=self.cfg.pad_id)
+                                 for u, _ in utts])
+            lengths = host[1:].reshape(-1) if pack else torch.cat([n for _, n in utts])
+            return self.utterance_encoder(self.embed(stacked), lengths, pack)
+
+        (c_out, c_vec), (out, vec) = in_parallel(c.device, context, utterances)
         enc = {"c": EncoderResult(c, c_len, c_out, c_vec)}
         B = c.size(0)
         for i, (key, (u, n)) in enumerate(zip("xy", utts)):
@@ -428,13 +435,19 @@ class MirrorModel(BaseModel):
         for side in self.bow_sides():
             terms["nll_bow_" + side] = getattr(self, "bow_" + side)(
                 z_cond, enc[side].tokens, cfg.pad_id)
-        dec1 = (None, None)
-        for name in cfg.decoders:
+
+        def decode(name):
             side = self.DECODERS[name].target
             dec_in, gold, index = inputs[side]
             out, attn = self.run_decoder(name, dec_in, z, vecs, memories, index)
-            terms["nll_" + name], correct = self.nll(name, out, gold, index,
-                                                     b.gold_weight(side), name == "y_cxz")
+            nll, correct = self.nll(name, out, gold, index, b.gold_weight(side),
+                                    name == "y_cxz")
+            return nll, correct, out, attn
+
+        dec1 = (None, None)
+        decoded = in_parallel(z.device, *(partial(decode, n) for n in cfg.decoders))
+        for name, (nll, correct, out, attn) in zip(cfg.decoders, decoded):
+            terms["nll_" + name] = nll
             if name == "y_cxz":
                 terms["correct_y_cxz"] = correct
                 dec1 = (out, attn)

@@ -1,4 +1,6 @@
 """The sentence encoder of Mirror's context and utterances (and of HRED's turns)."""
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -59,8 +61,12 @@ class RNNEncoder(nn.Module):
             w = [getattr(lstm, n % k) for n in ("weight_ih_l%d", "weight_hh_l%d",
                                                 "bias_ih_l%d", "bias_hh_l%d")]
             h0 = inp.new_zeros(1, B, lstm.hidden_size)
-            out, _, _ = torch._VF.lstm(inp, (h0, h0), w, True, 1, 0.0, lstm.training,
-                                       False, True)
+            with warnings.catch_warnings():
+                # a layer's weights are a slice of the LSTM's one cuDNN buffer, so cuDNN
+                # copies them into one of their own (a few microseconds) and warns each call
+                warnings.filterwarnings("ignore", "RNN module weights are not part")
+                out, _, _ = torch._VF.lstm(inp, (h0, h0), w, True, 1, 0.0, lstm.training,
+                                           False, True)
             h_prev = F.pad(out, (0, 0, 1, 0))[:, :-1]
             gates = (F.linear(inp, w[0], w[2]) + F.linear(h_prev, w[1], w[3])).float()
             i, f, g, _ = gates.chunk(4, -1)

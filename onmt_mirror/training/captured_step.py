@@ -13,10 +13,12 @@ launches a recorded step at once. A step here is two graphs:
 
 Between the two the caller reads the batch's terms (the step's one sync), so the
 non-finite guard stops or skips a batch before any weight changes, as in the eager step.
-The first batch of a key runs the same code eagerly (on a side stream, which also warms
-up cuDNN and Triton for its shapes) and is then captured; the captured graph has not run
-when capture ends, so no batch is counted twice. With graphs=False (the CPU) the same
-step runs eagerly throughout.
+The first batch of a key runs the same code eagerly (on the stream that then captures it,
+which warms up cuDNN, cuBLAS and Triton for its shapes there) and is then captured; the
+captured graph has not run when capture ends, so no batch is counted twice. Capture is
+"thread_local": OpenNMT-py's data loader pins memory in a thread of its own, and under
+the default "global" mode that thread's CUDA calls broke a capture at random (seen on an
+H200 after 150 steps). With graphs=False (the CPU) the same step runs eagerly throughout.
 """
 import torch
 import torch.nn as nn
@@ -37,6 +39,7 @@ class CapturedStep:
         self.norm = torch.ones((), device=self.device)
         self.lr = torch.zeros((), device=self.device)
         self.forward_graphs, self.update_graph, self.pool = {}, None, None
+        self.stream = torch.cuda.Stream(self.device) if graphs else None
         self.dropouts = [m for m in model.modules() if isinstance(m, (nn.Dropout, nn.LSTM))]
         self.dropout_setting = self.dropout_values()
         self.warned_full = False
@@ -90,11 +93,8 @@ class CapturedStep:
         static = flat.to(self.device, copy=True)
         batch = unflatten(key, static)
         self.allocate_grads()
-        terms = self.on_side_stream(self._forward_backward, batch)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            static_terms = self._forward_backward(batch)
-        self.pool = graph.pool()
+        terms = self.on_own_stream(self._forward_backward, batch)
+        graph, static_terms = self.capture(self._forward_backward, batch)
         self.forward_graphs[key] = (graph, static, static_terms)
         return terms
 
@@ -107,26 +107,30 @@ class CapturedStep:
         self.lr.fill_(learning_rate)
         if self.update_graph is not None:
             return self.update_graph.replay()
-        self.on_side_stream(self._update)
-        self.update_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.update_graph, pool=self.pool):
-            self._update()
-        self.pool = self.update_graph.pool()
+        self.on_own_stream(self._update)
+        self.update_graph, _ = self.capture(self._update)
 
     def discard(self):
         """No update for this step (a skipped non-finite batch): zero the gradients."""
         self.optimizer.zero_grad(set_to_none=False)
 
     # -- helpers -------------------------------------------------------------------------
-    @staticmethod
-    def on_side_stream(fn, *args):
-        """Run fn eagerly on a side stream, as capture wants for a step's first run."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+    def on_own_stream(self, fn, *args):
+        """Run fn eagerly on the capture stream, as capture wants for a step's first run."""
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
             out = fn(*args)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self.stream)
         return out
+
+    def capture(self, fn, *args):
+        """(graph, fn's outputs): fn recorded on the capture stream into the shared pool."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream,
+                              capture_error_mode="thread_local"):
+            out = fn(*args)
+        self.pool = graph.pool()
+        return graph, out
 
     def allocate_grads(self):
         """Gradients exist before any capture: a graph must accumulate into them, not
