@@ -50,6 +50,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_mirror.modules.lstm import LSTM
 from onmt_mirror.modules.streams import in_parallel
+from onmt_mirror.training.buckets import bucket
 
 SIZES = dict(hidden=1000, emb=200, layers=2, vocab=20000, z=160)
 SYSTEMS = {
@@ -63,12 +64,17 @@ SYSTEMS["mirror_eager"] = SYSTEMS["mirror"][:-1] + ["off"]
 # Mirror's captured step with its encoders and decoders one after another on one stream
 # (modules/streams.py off), to measure what the side streams buy; not in the default table.
 SYSTEMS["mirror_one_stream"] = SYSTEMS["mirror"]
+# Mirror's captured step with a finer bucket ladder (widths by 4 to 48): less padding,
+# about twice the graphs; not in the default table.
+SYSTEMS["mirror_fine_buckets"] = SYSTEMS["mirror"]
+FINE_WIDTHS = tuple(range(4, 49, 4)) + (56, 64, 80, 100, 128)
 # Mirror with autocast's own per-weight casts for cuDNN (modules/lstm.py:LSTM off), to
 # measure what casting the flat weight buffer once buys; not in the default table.
 SYSTEMS["mirror_autocast_weights"] = SYSTEMS["mirror"]
 # Mirror with F.cross_entropy on fp32 logits instead of the fused kernel
 # (losses/fused_cross_entropy.py), likewise
 SYSTEMS["mirror_stock_ce"] = SYSTEMS["mirror"]
+RATIO_TO = ("seq2seq_cudnn", "mirror_eager")  # the table's ratio columns (issue 20's targets)
 DEFAULT_SYSTEMS = ["seq2seq_inputfeed", "seq2seq_cudnn", "mirror_eager", "mirror"]
 
 
@@ -257,6 +263,8 @@ def setup(system, data, batch_size, precision, steps, warmup, gpu, bucket_size):
         model.fused_ce = False
     optim = Optimizer.from_opt(model, opt, checkpoint=None)
     trainer = build_trainer(opt, device_id, model, vocabs, optim)
+    if system == "mirror_fine_buckets" and getattr(trainer, "mirror_step", None):
+        trainer.mirror_step.widths = FINE_WIDTHS
     it = build_dynamic_dataset_iter(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN,
                                     device_id=device_id)
     batches = []
@@ -295,6 +303,24 @@ def time_window(state, gpu):
     sync(gpu)
     state["elapsed"].append(time.perf_counter() - t)
     state["cpu"].append(host_cpu_seconds() - cpu)
+
+
+def graph_gpu_ms(state):
+    """The captured step's GPU time alone: each timed batch's forward/backward graph and
+    the update graph replayed back to back with no host work between, i.e. the step's
+    time if the host always kept ahead. (Run after timing: it moves the weights.)"""
+    step = state["trainer"].mirror_step
+    cfg = state["model"].cfg
+    keys = [bucket(b["src"][:, :, 0].cpu(), b["tgt"][:, :, 0].cpu(), b["srclen"].cpu(),
+                   cfg, step.widths)[0] for b in state["timed"]]
+    keys = [k for k in keys if k in step.forward_graphs]
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for key in keys:
+        step.forward_graphs[key][0].replay()
+        step.update_graph.replay()
+    torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - t) / len(keys)
 
 
 def step_peak_gib(state):
@@ -346,6 +372,8 @@ def bench_batch(args, batch, precision, gpu, peak):
         row = row_of(state, batch, precision, gpu)
         row["peak_mem_gib"] = step_peak_gib(state) if gpu else 0.0
         row["mfu"] = row["achieved_tflops"] * 1e12 / peak
+        if gpu and getattr(state["trainer"], "mirror_step", None) is not None:
+            row["graph_gpu_ms_per_step"] = graph_gpu_ms(state)
         if args.profile_steps and gpu:
             profile(state, state["timed"][:args.profile_steps], args.out,
                     "%s_%d" % (state["system"], batch))
@@ -412,22 +440,26 @@ def main():
                    "torch": torch.__version__, "rows": rows}, f, indent=1)
     print("\ndevice: %s, fp16 matmul peak %.0f TFLOP/s" % (device, peak / 1e12))
     print("| system | batch | precision | examples/s (best) | median | tgt tokens/s | "
-          "ratio vs seq2seq_inputfeed | MFU | host CPU ms/step | peak GiB | "
-          "beam-10 responses/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "vs %s | vs %s | MFU | host CPU ms/step | graphs' GPU ms/step | peak GiB | "
+          "beam-10 responses/s |" % RATIO_TO)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(r, system):
+        base = [b for b in rows if b["system"] == system and b["batch"] == r["batch"]
+                and b["precision"] == r["precision"]]
+        return "%.2f" % (r["examples_per_s"] / base[0]["examples_per_s"]) if base else "-"
+
     for r in rows:
-        base = next(b for b in rows if b["system"] == "seq2seq_inputfeed"
-                    and b["batch"] == r["batch"] and b["precision"] == r["precision"]) \
-            if "seq2seq_inputfeed" in args.systems else r
         decode = ("%.0f (avg len %.1f, after %d steps); %.0f at %.0f tokens each" % (
             r["decode_responses_per_s"], r["decode_avg_len"], r["decode_after_steps"],
             r["decode_fixed_responses_per_s"], r["decode_fixed_avg_len"])
             if "decode_responses_per_s" in r else "")
-        print("| %s | %d | %s | %.0f | %.0f | %.0f | %.2f | %.1f%% | %.1f | %.1f | %s |" % (
-            r["system"], r["batch"], r["precision"], r["examples_per_s"],
-            r["median_examples_per_s"], r["tgt_tokens_per_s"],
-            r["examples_per_s"] / base["examples_per_s"], 100 * r["mfu"],
-            r["host_cpu_ms_per_step"], r["peak_mem_gib"], decode))
+        print("| %s | %d | %s | %.0f | %.0f | %.0f | %s | %s | %.1f%% | %.1f | %s | %.1f | %s |"
+              % (r["system"], r["batch"], r["precision"], r["examples_per_s"],
+                 r["median_examples_per_s"], r["tgt_tokens_per_s"],
+                 *(ratio(r, system) for system in RATIO_TO), 100 * r["mfu"],
+                 r["host_cpu_ms_per_step"], "%.1f" % r["graph_gpu_ms_per_step"]
+                 if "graph_gpu_ms_per_step" in r else "", r["peak_mem_gib"], decode))
 
 if __name__ == "__main__":
     main()

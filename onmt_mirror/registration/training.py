@@ -88,7 +88,7 @@ def captured_accumulation(trainer, step, true_batches, normalization, total_stat
     optim, skipped = trainer.optim, False
     for batch in true_batches:
         key, flat, counts = bucket(batch["src"][:, :, 0].cpu(), batch["tgt"][:, :, 0].cpu(),
-                                   batch["srclen"].cpu(), trainer.model.cfg)
+                                   batch["srclen"].cpu(), trainer.model.cfg, step.widths)
         terms = MirrorLoss.fetch(step.forward_backward(key, flat, normalization))
         n_src_words = counts.pop("n_src_words")
         terms.update(counts)

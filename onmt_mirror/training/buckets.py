@@ -20,9 +20,9 @@ CAPACITY_RATIO = 1.5  # at most a third of the output rows pad
 CAPACITY_QUANTUM = 64
 
 
-def width(n):
+def width(n, widths=WIDTHS):
     """The bucket width holding n tokens."""
-    return next((w for w in WIDTHS if w >= n), -(-n // 32) * 32)
+    return next((w for w in widths if w >= n), -(-n // 32) * 32)
 
 
 def capacity(n):
@@ -44,11 +44,12 @@ def shapes(key):
                 y_gold=(B, Ty + 1), index_x=(cap_x,), index_y=(cap_y,), n_index=(2,))
 
 
-def bucket(src, tgt, src_len, cfg):
+def bucket(src, tgt, src_len, cfg, widths=WIDTHS):
     """An OpenNMT-py batch's src (B, Ls), tgt (B, Lt) and src_len (B,), on the host ->
     (key, flat int64 buffer, counts): the DialogueBatch padded to its bucket, the bucket
     key (B, Tc, Tx, Ty, cap_x, cap_y), and the host numbers the statistics need. The same
-    split as split_src and MirrorModel.forward (an empty field reads one pad token)."""
+    split as split_src and MirrorModel.forward (an empty field reads one pad token).
+    widths: the ladder of c, x and y widths (a finer one pads less, for more graphs)."""
     pad = cfg.pad_id
     B = src.size(0)
     is_query = src == cfg.query_id
@@ -57,7 +58,7 @@ def bucket(src, tgt, src_len, cfg):
     x_len = (src_len - q_pos - 1).clamp(min=1)
     y = tgt[:, 1:].masked_fill(tgt[:, 1:].eq(cfg.eos_id), pad)
     y_len = y.ne(pad).sum(1).clamp(min=1)
-    Tc, Tx, Ty = (width(int(n.max())) for n in (c_len, x_len, y_len))
+    Tc, Tx, Ty = (width(int(n.max()), widths) for n in (c_len, x_len, y_len))
 
     def fit(t, w):
         return F.pad(t, (0, w - t.size(1)), value=pad) if t.size(1) < w else t[:, :w]

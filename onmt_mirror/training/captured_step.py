@@ -23,11 +23,12 @@ H200 after 150 steps). With graphs=False (the CPU) the same step runs eagerly th
 import torch
 import torch.nn as nn
 
-from onmt_mirror.training.buckets import unflatten
+from onmt_mirror.training.buckets import WIDTHS, unflatten
 
 
 class CapturedStep:
     MAX_GRAPHS = 512  # bucket keys captured; any further key runs eagerly (logged once)
+    widths = WIDTHS  # the bucket ladder of c, x and y widths (training/buckets.py)
 
     def __init__(self, model, loss_total, optimizer, scaler, max_grad_norm, amp,
                  graphs=True, log=print):
