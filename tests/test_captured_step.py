@@ -37,8 +37,8 @@ def build(name="mirror", seed=0, device="cpu", **overrides):
 
 
 def test_capacity_and_width_ladders():
-    assert [buckets.width(n) for n in (1, 8, 9, 45, 100, 101, 129, 161)] == [
-        8, 8, 16, 48, 100, 128, 160, 192]
+    assert [buckets.width(n) for n in (1, 8, 9, 45, 49, 100, 101, 129, 161)] == [
+        4, 8, 12, 48, 56, 100, 128, 160, 192]
     caps = [buckets.capacity(n) for n in range(1, 5000)]
     assert caps == sorted(caps) and all(c >= n for n, c in enumerate(caps, 1))
     assert all(c <= max(64, 1.5 * n + 64) for n, c in enumerate(caps, 1))
