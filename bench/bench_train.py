@@ -11,14 +11,16 @@ onmt_train itself; see docs/performance.md).
 Systems: seq2seq_inputfeed (stock default), seq2seq_cudnn (-input_feed 0), mirror
 (-input_feed 0, the plugin's default for GPUs, its step replayed from CUDA graphs:
 -mirror_captured_step on), mirror_eager (the same with the stock eager step);
-mirror_stock_ce and mirror_autocast_weights are Mirror without one speed-up each, for A/B
-runs. The captured step's first batch of each length bucket is captured inside the timed
-windows; later windows replay (the best window is reported). MFU = analytic model FLOPs on real
+mirror_stock_ce, mirror_autocast_weights, mirror_one_stream and mirror_coarse_buckets are
+Mirror without one speed-up each, for A/B runs. The captured step's first batch of each
+length bucket is captured inside the timed windows; later windows replay (the best window
+is reported), and after timing the graphs are replayed alone for their GPU time. MFU = analytic model FLOPs on real
 (non-pad) tokens / time / the card's dense fp16/bf16 peak (measured here with a large
 matmul). The systems take turns over --rounds timing windows, in forward then reverse
 order, and the best and the median window are reported: the lent machines' hosts, which
 launch every kernel, slow single windows by up to 40%. Peak memory is per system (its
-weights, gradients and Adam state plus its step's peak), host CPU the process's CPU time
+weights, gradients and Adam state plus its step's peak; a captured step's graphs allocate
+their pool before, so it reads low), host CPU the process's CPU time
 per step.
 
     python bench/bench_train.py --data data/dailydialog --out OUTDIR [--batches 128 512]

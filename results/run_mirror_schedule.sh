@@ -43,5 +43,5 @@ onmt_translate -model "$CKPT" -src "$DATA/test.src" -output "$OUT/mirror.txt" $G
 log "decoded $(wc -l < "$OUT/mirror.txt") test windows"
 python3 -m onmt_mirror.evaluate --ref "$DATA/test.tgt" --src "$DATA/test.src" \
     --hyp "mirror=$OUT/mirror.txt" --json "$OUT/scores.json" --markdown "$OUT/scores.md" \
-    ${VECTORS:+--vectors "$VECTORS"}
+    ${VECTORS:+--vectors "$VECTORS"} || { log "scoring failed"; exit 1; }
 log "scored"
