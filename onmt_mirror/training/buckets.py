@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from onmt_mirror.modules.padding import lengths_to_mask
 from onmt_mirror.modules.src_field import DialogueBatch
 
-# by 4 to 48, then coarser, then multiples of 32: on DailyDialog (c to 100 tokens, x and y
-# to 45) the LSTMs run 11% more time steps than the batches' longest rows need, against
-# 23% with (8, 16, 24, 32, 48, 64, 100, 128), for ~2x the bucket keys (docs/performance.md)
+# by 4 to 48, then coarser, then multiples of 32 (the recipes cut c at 100 tokens, x and y
+# at 45): an LSTM's time is its time steps, so a fine ladder pays for its extra bucket
+# keys (docs/performance.md measures it against (8, 16, 24, 32, 48, 64, 100, 128))
 WIDTHS = tuple(range(4, 49, 4)) + (56, 64, 80, 100, 128)
 CAPACITY_RATIO = 1.5  # at most a third of the output rows pad
 CAPACITY_QUANTUM = 64
