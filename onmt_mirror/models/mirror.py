@@ -301,18 +301,21 @@ class MirrorModel(BaseModel):
         encoders pack; None keeps every shape the tensors' (a captured step)."""
         pack = host is not None
         utts = [(x, x_len)] + ([(y, y_len)] if y is not None else [])
+        width = max(u.size(1) for u, _ in utts)
+        stacked = torch.cat([F.pad(u, (0, width - u.size(1)), value=self.cfg.pad_id)
+                             for u, _ in utts])
+        # both lookups in the shared table on this stream, so that its gradient comes
+        # from one stream (autograd warns when a weight's gradients come from several)
+        c_emb, u_emb = self.embed(c), self.embed(stacked)
 
         def context():
             if self.cfg.context_encoder == "hierarchical":  # VHRED: turns split by ids
-                return self.context_encoder(self.embed(c), c_len, c)
-            return self.context_encoder(self.embed(c), host[0] if pack else c_len, pack)
+                return self.context_encoder(c_emb, c_len, c)
+            return self.context_encoder(c_emb, host[0] if pack else c_len, pack)
 
         def utterances():
-            width = max(u.size(1) for u, _ in utts)
-            stacked = torch.cat([F.pad(u, (0, width - u.size(1)), value=self.cfg.pad_id)
-                                 for u, _ in utts])
             lengths = host[1:].reshape(-1) if pack else torch.cat([n for _, n in utts])
-            return self.utterance_encoder(self.embed(stacked), lengths, pack)
+            return self.utterance_encoder(u_emb, lengths, pack)
 
         (c_out, c_vec), (out, vec) = in_parallel(c.device, context, utterances)
         enc = {"c": EncoderResult(c, c_len, c_out, c_vec)}
