@@ -14,11 +14,11 @@ Systems: seq2seq_inputfeed (stock default), seq2seq_cudnn (-input_feed 0), mirro
 mirror_stock_ce, mirror_autocast_weights, mirror_one_stream and mirror_coarse_buckets are
 Mirror without one speed-up each, for A/B runs. The captured step's first batch of each
 length bucket is captured inside the timed windows; later windows replay (the best window
-is reported), and after timing the graphs are replayed alone for their GPU time. MFU = analytic model FLOPs on real
-(non-pad) tokens / time / the card's dense fp16/bf16 peak (measured here with a large
-matmul). The systems take turns over --rounds timing windows, in forward then reverse
-order, and the best and the median window are reported: the lent machines' hosts, which
-launch every kernel, slow single windows by up to 40%. Peak memory is per system (its
+is reported), and after timing the graphs are replayed alone for their GPU time. MFU =
+analytic model FLOPs on real (non-pad) tokens / time / the card's dense fp16/bf16 peak
+(measured here with a large matmul). The systems take turns over --rounds timing
+windows, in forward then reverse order, and the best and the median window are reported:
+the lent machines' hosts, which launch every kernel, slow single windows by up to 40%. Peak memory is per system (its
 weights, gradients and Adam state plus its step's peak; a captured step's graphs allocate
 their pool before, so it reads low), host CPU the process's CPU time
 per step.
@@ -52,7 +52,7 @@ from onmt.utils.parse import ArgumentParser
 
 from onmt_mirror.modules.lstm import LSTM
 from onmt_mirror.modules.streams import in_parallel
-from onmt_mirror.training.buckets import bucket
+from onmt_mirror.training.buckets import bucket_batch
 
 SIZES = dict(hidden=1000, emb=200, layers=2, vocab=20000, z=160)
 SYSTEMS = {
@@ -313,8 +313,7 @@ def graph_gpu_ms(state):
     time if the host always kept ahead. (Run after timing: it moves the weights.)"""
     step = state["trainer"].mirror_step
     cfg = state["model"].cfg
-    keys = [bucket(b["src"][:, :, 0].cpu(), b["tgt"][:, :, 0].cpu(), b["srclen"].cpu(),
-                   cfg, step.widths)[0] for b in state["timed"]]
+    keys = [bucket_batch(b, cfg, step.widths)[0] for b in state["timed"]]
     keys = [k for k in keys if k in step.forward_graphs]
     torch.cuda.synchronize()
     t = time.perf_counter()

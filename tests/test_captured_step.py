@@ -109,6 +109,12 @@ def fake_trainer(model, loss, optim, accum_count=1):
                                  parallel_mode="data_parallel")
 
 
+def assert_same_weights(ours, stock, rtol, atol):
+    """Every weight and buffer of two models alike; a mismatch names it and its values."""
+    for (k, a), b in zip(stock.state_dict().items(), ours.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=rtol, atol=atol, msg=lambda m, k=k: k + ": " + m)
+
+
 def train(captured, name, steps, accum_count=1, device="cpu", graphs=False, sgd=False):
     """`steps` optimizer steps through the stock step or the captured one (same seeds):
     Adam with clipping, or plain SGD (which, unlike Adam, sees the loss's scale).
@@ -150,8 +156,7 @@ def test_captured_step_trains_like_the_stock_step(name, accum_count, sgd):
     stock, stock_optim, stock_stats = train(False, name, 3, accum_count, sgd=sgd)
     ours, our_optim, our_stats = train(True, name, 3, accum_count, sgd=sgd)
     assert our_optim.training_step == stock_optim.training_step == 4
-    for (k, a), b in zip(stock.state_dict().items(), ours.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+    assert_same_weights(ours, stock, rtol=1e-4, atol=1e-5)
     assert stock.kl_annealing.step.item() == ours.kl_annealing.step.item() == 3 * accum_count
     assert (our_stats.n_words, our_stats.n_correct, our_stats.n_src_words) == (
         stock_stats.n_words, stock_stats.n_correct, stock_stats.n_src_words)
@@ -253,8 +258,7 @@ def test_graph_replay_trains_like_the_stock_step(exact, accum_count):
                                        graphs=True)
     assert our_stats.loss == pytest.approx(stock_stats.loss, rel=1e-5)
     assert our_stats.n_correct == stock_stats.n_correct
-    for (k, a), b in zip(stock.state_dict().items(), ours.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert_same_weights(ours, stock, rtol=1e-4, atol=1e-5)
 
 
 @cuda
@@ -284,8 +288,7 @@ def test_fp16_graph_replay_follows_the_stock_amp_step():
     (stock, stock_stats, _), (ours, our_stats, graphs) = runs
     assert graphs == 2
     assert our_stats.loss == pytest.approx(stock_stats.loss, rel=2e-2)
-    for (k, a), b in zip(stock.state_dict().items(), ours.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=0, atol=0.05, msg=k)
+    assert_same_weights(ours, stock, rtol=0, atol=0.05)
 
 
 @cuda

@@ -26,13 +26,13 @@ def in_parallel(device, *fns):
     their next work after waiting on it, so no memory is reused while still read."""
     if device.type != "cuda" or not in_parallel.enabled or len(fns) < 2:
         return [fn() for fn in fns]
-    main = torch.cuda.current_stream(device)
+    main, streams = torch.cuda.current_stream(device), side_streams(device, len(fns))
     outs = []
-    for fn, stream in zip(fns, side_streams(device, len(fns))):
+    for fn, stream in zip(fns, streams):
         stream.wait_stream(main)
         with torch.cuda.stream(stream):
             outs.append(fn())
-    for stream in side_streams(device, len(fns)):
+    for stream in streams:
         main.wait_stream(stream)
     return outs
 

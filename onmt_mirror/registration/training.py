@@ -10,7 +10,7 @@ from onmt_mirror.losses.mirror_loss import MirrorLoss
 from onmt_mirror.models.mirror import MirrorModel
 from onmt_mirror.opts import CAPTURED_STEP_AUTO_BATCH
 from onmt_mirror.registration.patching import original, replaces
-from onmt_mirror.training.buckets import bucket
+from onmt_mirror.training.buckets import bucket_batch
 from onmt_mirror.training.captured_step import CapturedStep
 
 
@@ -87,8 +87,7 @@ def captured_accumulation(trainer, step, true_batches, normalization, total_stat
     before the update, the learning rate and step counters of OpenNMT-py's Optimizer."""
     optim, skipped = trainer.optim, False
     for batch in true_batches:
-        key, flat, counts = bucket(batch["src"][:, :, 0].cpu(), batch["tgt"][:, :, 0].cpu(),
-                                   batch["srclen"].cpu(), trainer.model.cfg, step.widths)
+        key, flat, counts = bucket_batch(batch, trainer.model.cfg, step.widths)
         terms = MirrorLoss.fetch(step.forward_backward(key, flat, normalization))
         n_src_words = counts.pop("n_src_words")
         terms.update(counts)

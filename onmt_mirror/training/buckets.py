@@ -89,6 +89,13 @@ def bucket(src, tgt, src_len, cfg, widths=WIDTHS):
     return key, flat, counts
 
 
+def bucket_batch(batch, cfg, widths=WIDTHS):
+    """bucket() of an OpenNMT-py batch dict (src and tgt (B, L, 1), srclen), wherever its
+    tensors are."""
+    return bucket(batch["src"][:, :, 0].cpu(), batch["tgt"][:, :, 0].cpu(),
+                  batch["srclen"].cpu(), cfg, widths)
+
+
 def unflatten(key, flat):
     """The flat buffer (wherever it is) as a DialogueBatch of views (bucket's inverse)."""
     s = shapes(key)
