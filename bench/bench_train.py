@@ -21,8 +21,7 @@ windows, in forward then reverse order, and the best and the median window are r
 the lent machines' hosts, which launch every kernel, slow single windows by up to 40%.
 Peak memory is per system (its weights, gradients and Adam state plus its step's peak; a
 captured step's graphs allocate their pool before, so it reads low), host CPU the
-process's CPU time
-per step.
+process's CPU time per step.
 
     python bench/bench_train.py --data data/dailydialog --out OUTDIR [--batches 128 512]
 
