@@ -161,14 +161,21 @@ def sync(gpu):
         torch.cuda.synchronize()
 
 
-DECODE_LENGTHS = {"decode": (3, 40), "decode_fixed": (20, 20)}
+# beam-10 decodings: reply lengths, extra onmt_translate options, the systems (None: all)
+DECODINGS = {
+    "decode": (3, 40, [], None),
+    "decode_fixed": (20, 20, [], None),
+    "decode_fixed_fp16": (20, 20, ["-precision", "fp16"], None),
+    "decode_fixed_stock_step": (20, 20, ["-mirror_captured_beam", "off"], ("mirror",)),
+}
 
 
 def decode_engines(state, data, train_steps, out, gpu):
     """Train `train_steps` more batches (so replies have realistic lengths), save, and load
-    the checkpoint into the stock inference engine twice: beam 10 with the usual limits
-    (3 to 40 tokens), where a model that rambles does more steps, and with every reply
-    exactly 20 tokens, the same work for both models."""
+    the checkpoint into the stock inference engine once per DECODINGS setting: beam 10
+    with the usual limits (3 to 40 tokens), where a model that rambles does more steps,
+    and with every reply exactly 20 tokens, the same work for both models (also in fp16,
+    and for Mirror with the stock beam step)."""
     system, opt, optim = state["system"], state["opt"], state["optim"]
     for _, (b, _) in zip(range(train_steps), state["it"]):
         train_step(state, b)
@@ -177,14 +184,16 @@ def decode_engines(state, data, train_steps, out, gpu):
                       0 if gpu else -1).save(optim.training_step)
     ckpt = "%s_step_%d.pt" % (opt.save_model, optim.training_step)
     engines = {}
-    for key, (low, high) in DECODE_LENGTHS.items():
+    for key, (low, high, extra, systems) in DECODINGS.items():
+        if systems is not None and system not in systems:
+            continue
         pred = os.path.join(out, "pred_%s_%s.txt" % (system, key))
         parser = ArgumentParser()
         translate_opts(parser)
         topt = parser.parse_args(
             ["-model", ckpt, "-src", os.path.join(data, "test.src"), "-output", pred,
              "-beam_size", "10", "-max_length", str(high), "-min_length", str(low),
-             "-batch_size", "64", "-transforms", "mirror_triple"]
+             "-batch_size", "64", "-transforms", "mirror_triple"] + extra
             + (["-gpu", "0"] if gpu else []))
         ArgumentParser.validate_translate_opts(topt)
         ArgumentParser._get_all_transform_translate(topt)
@@ -441,9 +450,9 @@ def main():
                    "torch": torch.__version__, "rows": rows}, f, indent=1)
     print("\ndevice: %s, fp16 matmul peak %.0f TFLOP/s" % (device, peak / 1e12))
     print("| system | batch | precision | examples/s (best) | median | tgt tokens/s | "
-          "vs %s | vs %s | MFU | host CPU ms/step | graphs' GPU ms/step | peak GiB | "
-          "beam-10 responses/s |" % RATIO_TO)
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "vs %s | vs %s | MFU | host CPU ms/step | graphs' GPU ms/step | peak GiB |"
+          % RATIO_TO)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def ratio(r, system):
         base = [b for b in rows if b["system"] == system and b["batch"] == r["batch"]
@@ -451,16 +460,26 @@ def main():
         return "%.2f" % (r["examples_per_s"] / base[0]["examples_per_s"]) if base else "-"
 
     for r in rows:
-        decode = ("%.0f (avg len %.1f, after %d steps); %.0f at %.0f tokens each" % (
-            r["decode_responses_per_s"], r["decode_avg_len"], r["decode_after_steps"],
-            r["decode_fixed_responses_per_s"], r["decode_fixed_avg_len"])
-            if "decode_responses_per_s" in r else "")
-        print("| %s | %d | %s | %.0f | %.0f | %.0f | %s | %s | %.1f%% | %.1f | %s | %.1f | %s |"
+        print("| %s | %d | %s | %.0f | %.0f | %.0f | %s | %s | %.1f%% | %.1f | %s | %.1f |"
               % (r["system"], r["batch"], r["precision"], r["examples_per_s"],
                  r["median_examples_per_s"], r["tgt_tokens_per_s"],
                  *(ratio(r, system) for system in RATIO_TO), 100 * r["mfu"],
                  r["host_cpu_ms_per_step"], "%.1f" % r["graph_gpu_ms_per_step"]
-                 if "graph_gpu_ms_per_step" in r else "", r["peak_mem_gib"], decode))
+                 if "graph_gpu_ms_per_step" in r else "", r["peak_mem_gib"]))
+    decoded = [r for r in rows if "decode_after_steps" in r]
+    if decoded:
+        print("\n| system | beam-10 decoding | responses/s (best) | median | avg tokens | "
+              "vs seq2seq_inputfeed (best) |\n|---|---|---|---|---|---|")
+        base = {k: v for r in decoded if r["system"] == "seq2seq_inputfeed"
+                for k, v in r.items()}
+        for r in decoded:
+            for key in DECODINGS:
+                if key + "_responses_per_s" in r:
+                    best = r[key + "_responses_per_s"]
+                    print("| %s | %s | %.0f | %.0f | %.1f | %s |" % (
+                        r["system"], key, best, r[key + "_median_responses_per_s"],
+                        r[key + "_avg_len"], "%.2f" % (best / base[key + "_responses_per_s"])
+                        if key + "_responses_per_s" in base else "-"))
 
 if __name__ == "__main__":
     main()

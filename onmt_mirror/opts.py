@@ -153,6 +153,12 @@ def add_mirror_options(parser):
     group.add("--mirror_num_z", "-mirror_num_z", type=int, default=1,
               help="Draw this many prior samples of z per input and decode each with its "
               "own beam: K x n_best lines per input, or n_best with -mirror_rerank.")
+    group.add("--mirror_captured_beam", "-mirror_captured_beam", choices=["auto", "off"],
+              default="auto", help="Beam search with Dec1's step (decoder, output layer, "
+              "top-k, state reordering) replayed from CUDA graphs, one per shape (auto), "
+              "or the stock step (off). The stock loop also runs on the CPU and with "
+              "-input_feed 1, random sampling, -block_ngram_repeat, coverage penalties, "
+              "-replace_unk, -attn_debug, -tgt_file_prefix or -dc_model; the log says why.")
     group.add("--mirror_rerank", "-mirror_rerank", action="store_true",
               help="Re-rank the K x n_best candidates by log p(y|c,x,z) + lambda "
               "log p(x|c,z,y) (Dec3, the backward decoder) + gamma |y|; keep n_best.")

@@ -10,6 +10,8 @@ import onmt.inference_engine
 import onmt.model_builder
 import onmt.translate.beam_search
 import onmt.translate.translator
+import torch
+from onmt.translate.beam_search import BeamSearch
 from onmt.utils.logging import logger
 
 from onmt_mirror.chat.text import unknown_shares
@@ -20,6 +22,7 @@ from onmt_mirror.dc.scorer import dc_scorer_from_opt
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.models.mirror import MirrorModel
 from onmt_mirror.registration.patching import original, replaces
+from onmt_mirror.translate.captured_beam import BeamState, BeamStep
 from onmt_mirror.translate.multi_z import MultiZ
 
 Translator = onmt.translate.translator.Translator
@@ -66,6 +69,7 @@ def translator_from_opt(cls, model, vocabs, opt, model_opt, *args, **kwargs):
     translator = original(Translator, "from_opt")(cls, model, vocabs, opt, model_opt, *args,
                                                   **kwargs)
     translator.dc_scorer = dc_scorer_from_opt(opt, vocabs, logger)
+    translator.beam_step = beam_step_from_opt(model, opt, translator)
     # a server reloading a model builds it again from the same opt, n_best set below
     beam_n_best = getattr(opt, "mirror_beam_n_best", opt.n_best)
     translator.multi_z = MultiZ.from_opt(model, vocabs, opt, model_opt, beam_n_best)
@@ -73,6 +77,36 @@ def translator_from_opt(cls, model, vocabs, opt, model_opt, *args, **kwargs):
         opt.mirror_beam_n_best = beam_n_best
         translator.n_best = opt.n_best = translator.multi_z.lines_per_input
     return translator
+
+
+def beam_step_from_opt(model, opt, translator):
+    """Dec1's captured beam step where Mirror runs plain beam search on a GPU; else None,
+    and the log says why."""
+    if not isinstance(model, MirrorModel):
+        return None
+    reason = captured_beam_reason(opt, model, translator)
+    if reason:
+        logger.info("Mirror beam search: the stock step (%s)", reason)
+        return None
+    logger.info("Mirror beam search: Dec1's step replayed from CUDA graphs, one per shape "
+                "(-mirror_captured_beam auto)")
+    return BeamStep(model, translator.beam_size, translator._tgt_eos_idx,
+                    translator._tgt_unk_idx, translator.ban_unk_token)
+
+
+def captured_beam_reason(opt, model, translator):
+    """What keeps the stock beam step ("" when nothing does)."""
+    reasons = [
+        (getattr(opt, "mirror_captured_beam", "auto") == "off", "-mirror_captured_beam off"),
+        (not next(model.parameters()).is_cuda, "not on a GPU"),
+        (model.dec_y_cxz.input_feed, "-input_feed 1"),
+        (translator.sample_from_topk or translator.sample_from_topp, "random sampling"),
+        (translator.block_ngram_repeat > 0, "-block_ngram_repeat"),
+        (translator.global_scorer.has_cov_pen, "a coverage penalty"),
+        (translator.replace_unk, "-replace_unk"),
+        (translator.tgt_file_prefix, "-tgt_file_prefix"),
+        (translator.dc_scorer is not None, "-dc_model")]
+    return ", ".join(why for cond, why in reasons if cond)
 
 
 @replaces(Translator, "translate_batch", why="beam search keeps one beam per batch row and "
@@ -93,13 +127,56 @@ def translate_batch(self, batch, attn_debug):
 
 
 @replaces(Translator, "_translate_batch_with_strategy", why="DC (Baheti et al. 2018) needs "
-          "a running state per beam search, started from the batch's source")
+          "a running state per beam search, started from the batch's source; Mirror's "
+          "beam step replays from CUDA graphs in a loop of its own (captured_beam_search)")
 def translate_batch_with_strategy(self, batch, decode_strategy):
     if getattr(self, "dc_scorer", None) is not None:
         decode_strategy.dc_state = self.dc_scorer.start(batch["src"][:, :, 0],
                                                         decode_strategy.beam_size)
+    elif getattr(self, "beam_step", None) is not None and isinstance(
+            decode_strategy, BeamSearch) and not decode_strategy.return_attention:
+        return captured_beam_search(self, batch, decode_strategy, self.beam_step)
     return original(Translator, "_translate_batch_with_strategy")(self, batch,
                                                                   decode_strategy)
+
+
+def captured_beam_search(self, batch, beam, beam_step):
+    """The stock `_translate_batch_with_strategy` for Mirror, its step from `beam_step`
+    (translate/captured_beam.py), which also does the stock `advance`'s tensor work and
+    the state's reordering; here the rest of `advance`, as the stock code does it."""
+    batch_size = len(batch["srclen"])
+    src, enc_final_hs, enc_out, src_len = self._run_encoder(batch)
+    decoder = self.model.decoder
+    decoder.init_state(src, enc_out, enc_final_hs)
+    gold_score, gold_log_probs = self._gold_score(batch, enc_out, src_len, False,
+                                                  enc_final_hs, batch_size, src)
+    fn_map_state, enc_out, _ = beam.initialize(enc_out, src_len)
+    decoder.map_state(fn_map_state)
+    h, c = decoder.state["hidden"]
+    state = BeamState(beam.current_predictions, h, c, decoder.state["z"], enc_out,
+                      decoder.state["mask"], beam.topk_log_probs.view(-1))
+    scorer = beam.global_scorer
+    for _ in range(beam.max_length):
+        step = len(beam)
+        result, state = beam_step.step(state, step <= beam.min_length)
+        penalty = scorer.length_penalty(step + 1, alpha=scorer.alpha)
+        beam.topk_scores = result.top / penalty if penalty != 1 else result.top
+        beam.topk_log_probs = beam.topk_scores * penalty
+        beam.topk_ids, beam._batch_index = result.ids, result.batch_index
+        beam.select_indices = result.batch_index.view(-1)
+        beam.alive_seq = torch.cat([beam.alive_seq[beam.select_indices],
+                                    result.ids.view(-1, 1)], -1)
+        beam.is_finished_list = result.ids.eq(beam.eos).tolist()
+        beam.ensure_max_length()
+        if any(any(row) for row in beam.is_finished_list):
+            beam.update_finished()
+            if beam.done:
+                break
+            before = state._replace(h=result.h, c=result.c)  # rows as the beam's index
+            state = before.select(beam.select_indices)._replace(
+                tokens=beam.current_predictions)
+        state = state._replace(log_probs=beam.topk_log_probs.view(-1))
+    return self.report_results(gold_score, gold_log_probs, batch, batch_size, beam)
 
 
 @replaces(BeamSearchBase, "advance", why="the stock beam search has no per-step scorer "
