@@ -5,6 +5,7 @@ as a run that was never interrupted (CPU, fixed seed, z sampled every batch).
 Stock OpenNMT-py 3.5.1 restarts the data at the first batch and re-seeds the generators
 on -train_from, so without registration/checkpoints.py the losses after step 10 differ.
 """
+import io
 import os
 import shutil
 import signal
@@ -12,8 +13,10 @@ import subprocess
 import time
 
 import torch
+from onmt.utils.optimizers import Optimizer
 
 from cli_util import BIN, TESTS, cli, mirror_config, step_lines, write_corpus
+from onmt_mirror.registration.checkpoints import restore_scaler
 
 STEPS, CKPT = 20, 10
 
@@ -78,3 +81,25 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert optim_a["training_step"] == optim_b["training_step"] == STEPS + 1
     assert int(model_b["kl_annealing.step"]) == STEPS
     assert optim_b["mirror_resume"]["batches"] == STEPS
+
+
+def test_the_fp16_loss_scale_travels_in_the_checkpoint():
+    """The scaler's scale and growth counter go into the optimizer's state dict (as plain
+    numbers, weights-only loadable) and come back on resume: a fresh GradScaler starts at
+    65,536 with its counter at 0."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    saved_scale = {"scale": 512.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                   "growth_interval": 2000, "_growth_tracker": 37}
+    optim = Optimizer(torch.optim.Adam([weight]), 0.1)
+    optim._scaler = torch.amp.GradScaler("cpu")
+    optim._scaler.load_state_dict(saved_scale)
+    buffer = io.BytesIO()
+    torch.save(optim.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["mirror_resume"]["scaler"] == saved_scale
+    fresh = Optimizer(torch.optim.Adam([weight]), 0.1)
+    fresh._scaler = torch.amp.GradScaler("cpu")
+    assert fresh._scaler.get_scale() == 65536.0
+    restore_scaler(fresh, state["mirror_resume"])
+    assert fresh._scaler.state_dict() == saved_scale

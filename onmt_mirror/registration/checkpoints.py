@@ -61,30 +61,41 @@ def data_parallel():
 
 
 @replaces(optimizers.Optimizer, "state_dict", why="exact resume: every checkpoint also "
-          "carries the batches consumed and the random generators' states (each rank's "
-          "with data parallelism)")
+          "carries the batches consumed, the random generators' states (each rank's "
+          "with data parallelism) and, with fp16, the loss scaler's state")
 def optimizer_state_dict(self):
     state = original(optimizers.Optimizer, "state_dict")(self)
     state["mirror_resume"] = {"batches": getattr(self, "batches_seen", 0),
                               "rng": resume.rng_state()}
+    if getattr(self, "_scaler", None) is not None:
+        state["mirror_resume"]["scaler"] = self._scaler.state_dict()
     if getattr(self, "mirror_rank_rng", None) is not None:
         state["mirror_resume"]["rng_ranks"] = self.mirror_rank_rng
     return state
 
 
 @replaces(optimizers.Optimizer, "from_opt", why="-train_from restored weights, optimizer "
-          "and step but restarted the data and re-seeded the generators; with the same "
-          "corpora the optimizer now carries where to resume (each rank its own generators)")
+          "and step but restarted the data, re-seeded the generators and the fp16 loss "
+          "scale; with the same corpora the optimizer now carries where to resume (each "
+          "rank its own generators)")
 def optimizer_from_opt(cls, model, opt, checkpoint=None):
     optim = original(optimizers.Optimizer, "from_opt")(cls, model, opt, checkpoint)
     saved = (checkpoint or {}).get("optim")
     if isinstance(saved, dict) and "mirror_resume" in saved and optim.training_step > 1:
+        restore_scaler(optim, saved["mirror_resume"])
         if getattr(checkpoint["opt"], "data", None) == getattr(opt, "data", None):
             optim.resume_from = this_rank(saved["mirror_resume"])
         else:
             logger.info("-train_from with other corpora than the checkpoint's: the "
                         "training data starts at its first batch")
     return optim
+
+
+def restore_scaler(optim, resume_from):
+    """The loss scale and its growth counter as saved: a fresh GradScaler starts at 65,536,
+    so a resumed fp16 run would skip or scale steps unlike an uninterrupted one."""
+    if resume_from.get("scaler") and getattr(optim, "_scaler", None) is not None:
+        optim._scaler.load_state_dict(resume_from["scaler"])
 
 
 def this_rank(resume_from):
