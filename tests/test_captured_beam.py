@@ -12,7 +12,8 @@ from onmt.translate.translator import Translator
 
 from onmt_mirror.registration import original
 from onmt_mirror.registration.decoding import captured_beam_reason
-from onmt_mirror.translate.captured_beam import BeamStep
+from conftest import BOS, EOS
+from onmt_mirror.translate.captured_beam import BeamState, BeamStep
 from test_multi_z import batch, decoding_model, tokens, translator
 
 SETTINGS = {
@@ -54,6 +55,29 @@ def test_the_loop_writes_the_stock_beam_search(setting):
     assert ours["scores"] == stock["scores"]
     if setting == "inputs finish":  # inputs left the beam: the step saw fewer rows
         assert len({rows for rows, _ in step.seen}) > 1
+
+
+def test_the_replayed_min_length_ban_is_the_eager_one():
+    """A graph takes the ban as a device flag (a replay sets it), the eager step as a
+    bool: the same log-probs, so the same winners, either way."""
+    model = decoding_model()
+    with torch.no_grad():
+        model.generator.bias[EOS] += 20.0  # </s> wins wherever it is allowed
+    step = BeamStep(model, 3, EOS, 0, False, graphs=False)
+    g = torch.Generator().manual_seed(0)
+    rows, width, hidden = 6, 4, model.cfg.hidden_size
+    state = BeamState(torch.full((rows,), BOS), torch.randn(2, rows, hidden, generator=g),
+                      torch.randn(2, rows, hidden, generator=g),
+                      torch.randn(rows, model.cfg.z_size, generator=g),
+                      torch.randn(rows, width, hidden, generator=g),
+                      torch.ones(rows, width, dtype=torch.bool), torch.zeros(rows))
+    for banned in (True, False):
+        with torch.no_grad():
+            eager, _ = step.run(state, banned)
+            flagged, _ = step.run(state, torch.tensor(banned))
+        for a, b in zip(eager, flagged):
+            assert torch.equal(a, b)
+        assert bool(eager.ids.eq(EOS).any()) is not banned
 
 
 def test_stock_step_where_no_graph_can_replay_it():

@@ -73,7 +73,7 @@ class BeamStep:
             if not self.graphs or key not in self.seen or len(self.entries) >= \
                     self.MAX_GRAPHS:
                 self.seen.add(key)
-                return self.run(state, self.banned(eos_banned, state.h.device))
+                return self.run(state, eos_banned)
             return self.capture(key, state, eos_banned)
         graph, static, banned, result = entry
         for cur, buf in zip(state, static):
@@ -84,13 +84,17 @@ class BeamStep:
         return result, static
 
     def run(self, s, eos_banned):
-        """The step itself (eager, or recorded into a graph)."""
+        """The step itself: eager (eos_banned a bool), or recorded into a graph (a bool
+        tensor that each replay sets)."""
         m = self.model
         out, _, (h, c), _ = m.dec_y_cxz(m.embed(s.tokens[:, None], "y_cxz"), s.z,
                                         (s.h, s.c), s.memory, s.mask)
         log_probs = torch.log_softmax(m.generator(out[:, 0]), dim=-1)
         vocab = log_probs.size(-1)
-        log_probs[:, self.eos].masked_fill_(eos_banned, -65504)  # ensure_min_length
+        if torch.is_tensor(eos_banned):  # ensure_min_length
+            log_probs[:, self.eos].masked_fill_(eos_banned, -65504)
+        elif eos_banned:
+            log_probs[:, self.eos] = -65504
         if self.ban_unk:
             log_probs[:, self.unk] = -65504
         log_probs += s.log_probs.view(-1, 1)
@@ -106,7 +110,7 @@ class BeamStep:
         """This step eagerly on the capture stream, then recorded: static buffers in, the
         result and the next tokens and state (copied back into the buffers) out."""
         static = BeamState(*(t.clone() for t in state))
-        banned = self.banned(eos_banned, state.h.device)
+        banned = torch.tensor(eos_banned, device=state.h.device)
 
         def recorded():
             result, nxt = self.run(static, banned)
@@ -120,12 +124,9 @@ class BeamStep:
             graph = torch.cuda.CUDAGraph()
             graph.capture_begin(self.pool, capture_error_mode="thread_local")
             try:
-                self.entries[key] = (graph, static, banned, recorded())
+                outputs = recorded()
             finally:
                 graph.capture_end()
+        self.entries[key] = (graph, static, banned, outputs)
         torch.cuda.current_stream().wait_stream(self.stream)
         return result, nxt
-
-    @staticmethod
-    def banned(eos_banned, device):
-        return torch.tensor(eos_banned, device=device)
