@@ -2,17 +2,15 @@
 
 The stock Translator drives test_multi_z's tiny random Mirror (replies that end at
 different steps, so inputs drop out of the beam); the loop of registration/decoding.py
-must write the stock beam search's hypotheses and scores. On the CPU the step runs
+must write the stock beam search's hypotheses and scores, also under -mirror_num_z. On the CPU the step runs
 eagerly; on a GPU from CUDA graphs (capture, then replays, the min-length ban switching
 inside a replayed shape).
 """
 import pytest
 import torch
-from onmt.translate.translator import Translator
 
-from onmt_mirror.registration import original
-from onmt_mirror.registration.decoding import captured_beam_reason
 from conftest import BOS, EOS
+from onmt_mirror.registration.decoding import captured_beam_reason
 from onmt_mirror.translate.captured_beam import BeamState, BeamStep
 from test_multi_z import batch, decoding_model, tokens, translator
 
@@ -23,6 +21,7 @@ SETTINGS = {
                                     "-length_penalty", "avg"],
     "wu penalty, ratio, unk banned": ["-length_penalty", "wu", "-alpha", "0.6",
                                       "-ratio", "0.5", "-ban_unk_token", "-beam_size", "4"],
+    "3 samples of z, re-ranked": ["-mirror_num_z", "3", "-mirror_rerank", "-n_best", "2"],
 }
 
 
@@ -41,10 +40,11 @@ def decode_both(setting, device="cpu", graphs=False, dtype=torch.float32):
 
     step.step = counted
     on = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch().items()}
+    torch.manual_seed(5)  # the z samples of -mirror_num_z
     ours = t.translate_batch(on, False)
-    stock = original(Translator, "translate_batch")
     t.beam_step = None
-    return ours, stock(t, on, False), step
+    torch.manual_seed(5)
+    return ours, t.translate_batch(on, False), step
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
