@@ -4,9 +4,17 @@ import os
 import subprocess
 import sys
 
+import onmt.train_single
 import pytest
+from onmt.constants import CorpusTask
+from onmt.inputters.dynamic_iterator import DynamicDatasetIter
+from onmt.opts import train_opts
+from onmt.train_single import _init_train
+from onmt.utils.parse import ArgumentParser
 
 import spawn_probe
+from cli_util import DIALOGUES, cli, mirror_config, write_corpus
+from onmt_mirror.registration import original
 
 BIN = os.path.dirname(sys.executable)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,3 +161,33 @@ def test_training_is_reported_at_step_1_then_every_report_every_steps():
     assert reported == [1, 50, 100]
     # a report starts new statistics; the steps between reports keep accumulating
     assert [i + 1 for i, k in enumerate(kept) if not k] == [1, 50, 100]
+
+
+def test_validation_reads_in_the_training_process(tmp_path, monkeypatch):
+    """With -num_workers the stock validation iterator spawned fresh workers for every
+    validation; now it is the in-process one, with the same examples. Training keeps its
+    workers."""
+    write_corpus(tmp_path)
+    cfg = mirror_config(tmp_path, num_workers=2, valid_batch_size=3)
+    cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    parser = ArgumentParser()
+    train_opts(parser)
+    opt = parser.parse_args(["-config", cfg])
+    ArgumentParser.validate_train_opts(opt)
+    _, vocabs, transforms_cls = _init_train(opt)
+    build = onmt.train_single.build_dynamic_dataset_iter
+    valid = build(opt, transforms_cls, vocabs, task=CorpusTask.VALID, device_id=-1)
+    assert type(valid) is DynamicDatasetIter and valid.num_workers == 0
+    assert opt.num_workers == 2
+    train = build(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN, device_id=-1)
+    assert type(train) is not DynamicDatasetIter  # the stock loader with its workers
+    stock = original(onmt.train_single, "build_dynamic_dataset_iter")(
+        opt, transforms_cls, vocabs, task=CorpusTask.VALID, device_id=-1)
+
+    def examples(it):
+        return sorted(tuple(t for t in row if t != vocabs["src"]["<blank>"])
+                      for batch, _ in it for row in batch["src"][:, :, 0].tolist())
+
+    ours = examples(valid)
+    assert len(ours) == len(DIALOGUES) and ours == examples(stock)

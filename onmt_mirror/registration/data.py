@@ -1,9 +1,12 @@
 """Data and batching: Mirror's transforms, the bucket sort, and the data loaders' logs."""
+import copy
 import functools
 import logging
 
 import onmt.inputters.dynamic_iterator as dynamic_iterator
+import onmt.train_single
 import onmt.transforms
+from onmt.constants import CorpusTask
 from onmt.transforms.transform import Transform, TransformPipe
 
 from onmt_mirror.registration.patching import declares, original, replaces
@@ -44,3 +47,15 @@ def init_logger(*args, **kwargs):
     if configured.handlers:
         return configured
     return original(dynamic_iterator, "init_logger")(*args, **kwargs)
+
+
+@replaces(onmt.train_single, "build_dynamic_dataset_iter", why="with -num_workers N the "
+          "validation iterator spawned N fresh worker processes for every validation, each "
+          "importing torch, which took ten times the validation set's own reading "
+          "(docs/performance.md); validation now reads in the training process")
+def build_dynamic_dataset_iter(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN, **kwargs):
+    if task == CorpusTask.VALID and getattr(opt, "num_workers", 0) > 0:
+        opt = copy.copy(opt)
+        opt.num_workers = 0
+    return original(onmt.train_single, "build_dynamic_dataset_iter")(
+        opt, transforms_cls, vocabs, task=task, **kwargs)
