@@ -166,7 +166,8 @@ def test_training_is_reported_at_step_1_then_every_report_every_steps():
 def test_validation_reads_in_the_training_process(tmp_path, monkeypatch):
     """With -num_workers the stock validation iterator spawned fresh workers for every
     validation; now it is the in-process one, with the same examples. Training keeps its
-    workers."""
+    workers. (That training's random draws stay the stock ones is
+    test_stock_seq2seq_trains_identically_with_the_plugin's.)"""
     write_corpus(tmp_path)
     cfg = mirror_config(tmp_path, num_workers=2, valid_batch_size=3)
     cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], tmp_path)
@@ -178,7 +179,7 @@ def test_validation_reads_in_the_training_process(tmp_path, monkeypatch):
     _, vocabs, transforms_cls = _init_train(opt)
     build = onmt.train_single.build_dynamic_dataset_iter
     valid = build(opt, transforms_cls, vocabs, task=CorpusTask.VALID, device_id=-1)
-    assert type(valid) is DynamicDatasetIter and valid.num_workers == 0
+    assert type(valid.batches) is DynamicDatasetIter and valid.batches.num_workers == 0
     assert opt.num_workers == 2
     train = build(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN, device_id=-1)
     assert type(train) is not DynamicDatasetIter  # the stock loader with its workers

@@ -6,9 +6,11 @@ import logging
 import onmt.inputters.dynamic_iterator as dynamic_iterator
 import onmt.train_single
 import onmt.transforms
+import torch
 from onmt.constants import CorpusTask
 from onmt.transforms.transform import Transform, TransformPipe
 
+from onmt_mirror import resume
 from onmt_mirror.registration.patching import declares, original, replaces
 from onmt_mirror.transforms.mirror_backward import MirrorBackwardTransform
 from onmt_mirror.transforms.mirror_triple import MirrorTripleTransform, triple_sort_key
@@ -54,8 +56,34 @@ def init_logger(*args, **kwargs):
           "importing torch, which took ten times the validation set's own reading "
           "(docs/performance.md); validation now reads in the training process")
 def build_dynamic_dataset_iter(opt, transforms_cls, vocabs, task=CorpusTask.TRAIN, **kwargs):
-    if task == CorpusTask.VALID and getattr(opt, "num_workers", 0) > 0:
-        opt = copy.copy(opt)
-        opt.num_workers = 0
-    return original(onmt.train_single, "build_dynamic_dataset_iter")(
-        opt, transforms_cls, vocabs, task=task, **kwargs)
+    stock = original(onmt.train_single, "build_dynamic_dataset_iter")
+    if task != CorpusTask.VALID or getattr(opt, "num_workers", 0) == 0:
+        return stock(opt, transforms_cls, vocabs, task=task, **kwargs)
+    opt = copy.copy(opt)
+    opt.num_workers = 0
+    batches = stock(opt, transforms_cls, vocabs, task=task, **kwargs)
+    return None if batches is None else InProcessValidation(batches)
+
+
+class InProcessValidation:
+    """The validation batches read in the training process, which leaves the training's
+    random generators (dropout, z) as the stock worker processes left them: each pass
+    makes the one draw the stock DataLoader makes for its workers' base seed, and the
+    generators are put back after each batch's reading (in a worker, a transform's draws
+    came from the worker's own generators)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_()
+        batches = iter(self.batches)
+        while True:
+            state = resume.rng_state()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                resume.set_rng_state(state)
+            yield batch
