@@ -1,4 +1,5 @@
-"""Data and batching: Mirror's transforms, the bucket sort, and the data loaders' logs."""
+"""Data and batching: Mirror's transforms, the bucket sort, the data loaders' logs, and the
+validation set read in the training process."""
 import copy
 import functools
 import logging
