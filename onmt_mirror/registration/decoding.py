@@ -172,10 +172,12 @@ def captured_beam_search(self, batch, beam, beam_step):
             beam.update_finished()
             if beam.done:
                 break
-            before = state._replace(h=result.h, c=result.c)  # rows as the beam's index
-            state = before.select(beam.select_indices)._replace(
-                tokens=beam.current_predictions)
-        state = state._replace(log_probs=beam.topk_log_probs.view(-1))
+            rows = beam.select_indices  # the unfinished inputs', as before the reordering
+            state = BeamState(beam.current_predictions, result.h[:, rows], result.c[:, rows],
+                              state.z[rows], state.memory[rows], state.mask[rows],
+                              beam.topk_log_probs.view(-1))
+        else:
+            state = state._replace(log_probs=beam.topk_log_probs.view(-1))
     return self.report_results(gold_score, gold_log_probs, batch, batch_size, beam)
 
 

@@ -37,12 +37,6 @@ class BeamState(NamedTuple):
     mask: torch.Tensor  # (rows, S)
     log_probs: torch.Tensor  # (rows,) float32, each beam's running log-prob
 
-    def select(self, index):
-        """The rows in `index` (beam search dropping finished inputs)."""
-        return BeamState(self.tokens[index], self.h[:, index], self.c[:, index],
-                         self.z[index], self.memory[index], self.mask[index],
-                         self.log_probs[index])
-
 
 class StepResult(NamedTuple):
     top: torch.Tensor  # (B, beam) the winners' log-probs, before the length penalty
