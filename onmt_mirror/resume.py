@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 
-def rng_state():
-    """The states of every generator training may draw from, weights-only loadable."""
+def rng_state(cuda=True):
+    """The states of every generator training may draw from, weights-only loadable;
+    cuda=False: the host's generators only."""
     version, mt, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(),
@@ -23,12 +24,16 @@ def rng_state():
              "python_gauss": gauss,
              "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
              "numpy_has_gauss": int(has_gauss), "numpy_cached": float(cached)}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state):
+    """Set the generators back; the CUDA ones only when `state` has them. Setting a CUDA
+    generator re-seeds it, and cuDNN then reallocates its LSTM dropout state at the next
+    training call, freeing the buffer that captured training graphs read (an illegal
+    memory access at their next replay): only a resume, before any capture, may."""
     torch.set_rng_state(state["torch"])
     random.setstate((state["python_version"], tuple(state["python"].tolist()),
                      state["python_gauss"]))

@@ -70,8 +70,10 @@ class InProcessValidation:
     """The validation batches read in the training process, which leaves the training's
     random generators (dropout, z) as the stock worker processes left them: each pass
     makes the one draw the stock DataLoader makes for its workers' base seed, and the
-    generators are put back after each batch's reading (in a worker, a transform's draws
-    came from the worker's own generators)."""
+    host's generators are put back after each batch's reading (in a worker, a transform's
+    draws came from the worker's own generators). Reading draws on the host only, so the
+    CUDA generators are left alone: setting them re-seeds cuDNN's dropout state under
+    the captured training graphs (resume.set_rng_state)."""
 
     def __init__(self, batches):
         self.batches = batches
@@ -80,7 +82,7 @@ class InProcessValidation:
         torch.empty((), dtype=torch.int64).random_()
         batches = iter(self.batches)
         while True:
-            state = resume.rng_state()
+            state = resume.rng_state(cuda=False)
             try:
                 batch = next(batches)
             except StopIteration:

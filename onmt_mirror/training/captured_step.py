@@ -18,7 +18,10 @@ which warms up cuDNN, cuBLAS and Triton for its shapes there) and is then captur
 captured graph has not run when capture ends, so no batch is counted twice. Capture is
 "thread_local": OpenNMT-py's data loader pins memory in a thread of its own, and under
 the default "global" mode that thread's CUDA calls broke a capture at random (seen on an
-H200 after 150 steps). With graphs=False (the CPU) the same step runs eagerly throughout.
+H200 after 150 steps). The graphs share one memory pool; their number is bounded, and a
+new key is captured only while the card has room for it: past either, keys not yet
+captured run the same step eagerly. With graphs=False (the CPU) the step runs eagerly
+throughout.
 """
 import torch
 import torch.nn as nn
@@ -28,6 +31,7 @@ from onmt_mirror.training.buckets import WIDTHS, unflatten
 
 class CapturedStep:
     MAX_GRAPHS = 512  # bucket keys captured; any further key runs eagerly (logged once)
+    HEADROOM = 1.5  # free memory a capture needs, in multiples of the largest capture so far
     widths = WIDTHS  # the bucket ladder of c, x and y widths (training/buckets.py)
 
     def __init__(self, model, loss_total, optimizer, scaler, max_grad_norm, amp,
@@ -43,7 +47,7 @@ class CapturedStep:
         self.stream = torch.cuda.Stream(self.device) if graphs else None
         self.dropouts = [m for m in model.modules() if isinstance(m, (nn.Dropout, nn.LSTM))]
         self.dropout_setting = self.dropout_values()
-        self.warned_full = False
+        self.eager_from_now, self.largest_capture = "", 0
         if graphs:
             for group in optimizer.param_groups:
                 group["capturable"] = True
@@ -85,18 +89,29 @@ class CapturedStep:
             static.copy_(flat, non_blocking=True)
             graph.replay()
             return terms
-        if len(self.forward_graphs) >= self.MAX_GRAPHS:
-            if not self.warned_full:
-                self.warned_full = True
-                self.log("Mirror captured step: %d bucket keys captured, later new keys "
-                         "run eagerly" % self.MAX_GRAPHS)
+        why_not = self.why_not_capture()
+        if why_not:
+            self.run_eagerly_from_now(why_not)
             return self._forward_backward(unflatten(key, flat.to(self.device)))
         static = flat.to(self.device, copy=True)
         batch = unflatten(key, static)
         self.allocate_grads()
         terms = self.on_own_stream(self._forward_backward, batch)
-        graph, static_terms = self.capture(self._forward_backward, batch)
+        reserved = torch.cuda.memory_reserved(self.device)
+        try:
+            graph, static_terms = self.capture(self._forward_backward, batch)
+        except torch.cuda.OutOfMemoryError:
+            self.run_eagerly_from_now("out of GPU memory while capturing a %d-th graph"
+                                      % (len(self.forward_graphs) + 1))
+            return terms
+        grew = torch.cuda.memory_reserved(self.device) - reserved
+        self.largest_capture = max(self.largest_capture, grew)
         self.forward_graphs[key] = (graph, static, static_terms)
+        if len(self.forward_graphs) & (len(self.forward_graphs) - 1) == 0:
+            self.log("Mirror captured step: %d bucket graphs, GPU memory reserved %.1f GB "
+                     "(peak allocated %.1f GB)" % (
+                         len(self.forward_graphs), torch.cuda.memory_reserved(self.device)
+                         / 2**30, torch.cuda.max_memory_allocated(self.device) / 2**30))
         return terms
 
     def update(self, learning_rate):
@@ -116,6 +131,31 @@ class CapturedStep:
         self.optimizer.zero_grad(set_to_none=False)
 
     # -- helpers -------------------------------------------------------------------------
+    def why_not_capture(self):
+        """Why a new bucket key runs eagerly instead of being captured ("" if it is
+        captured): the graphs are bounded in number, and a capture needs memory of its
+        own (its pool cannot reuse the eager step's cached blocks): as much as the
+        largest capture so far, with HEADROOM to spare."""
+        if self.eager_from_now:
+            return self.eager_from_now
+        if len(self.forward_graphs) >= self.MAX_GRAPHS:
+            return "%d bucket graphs captured (the bound)" % self.MAX_GRAPHS
+        free, total = torch.cuda.mem_get_info(self.device)
+        reserved = torch.cuda.memory_reserved(self.device)
+        cap = torch.cuda.get_per_process_memory_fraction(self.device) * total - reserved
+        room = min(free, cap) + reserved - torch.cuda.memory_allocated(self.device)
+        if room < self.HEADROOM * self.largest_capture:
+            return ("%.1f GB of GPU memory free, a capture took up to %.1f GB"
+                    % (room / 2**30, self.largest_capture / 2**30))
+        return ""
+
+    def run_eagerly_from_now(self, why):
+        """Bucket keys not yet captured run the same step eagerly from now on; the
+        graphs captured so far keep replaying. Said once."""
+        if not self.eager_from_now:
+            self.eager_from_now = why
+            self.log("Mirror captured step: %s; keys not yet captured run eagerly" % why)
+
     def on_own_stream(self, fn, *args):
         """Run fn eagerly on the capture stream, as capture wants for a step's first run."""
         self.stream.wait_stream(torch.cuda.current_stream())
@@ -150,3 +190,4 @@ class CapturedStep:
         if setting != self.dropout_setting:
             self.dropout_setting = setting
             self.forward_graphs, self.update_graph, self.pool = {}, None, None
+            self.eager_from_now, self.largest_capture = "", 0
