@@ -8,6 +8,8 @@ every checkpoint's `opt`, which is how onmt_translate rebuilds the model.
 Sizes reuse the stock options: -enc_layers/-dec_layers, -hidden_size (or -enc_hid_size/
 -dec_hid_size), -word_vec_size, -dropout, -global_attention, -input_feed, -param_init.
 """
+import argparse
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -15,6 +17,7 @@ from onmt_mirror.dialogue import QUERY_TOKEN, SEPARATOR, TURN_TOKEN
 
 MIRROR_ENCODER = "mirror"
 CAPTURED_STEP_AUTO_BATCH = 256  # -mirror_captured_step auto: the largest batch it takes
+MAX_NUM_Z = 1000  # -mirror_num_z's cap: 1000 x beam 10 x 20k words is 800 MB an input
 
 
 class Decoder(NamedTuple):
@@ -31,24 +34,53 @@ DECODERS = {"y_cxz": Decoder("y", "cx", "x"),  # Dec1 p(y|c,z,x)
             "y_cz": Decoder("y", "c", "c")}  # Dec4 p(y|c,z)
 
 
+class InRange(argparse.Action):
+    """A number option that must lie in `interval` ("[0, inf)", "(0, 1]"; inf excluded, so
+    NaN and inf are refused too). Checked as it is parsed (command line or -config), with
+    one MirrorError line: argparse's own error would print the whole usage of onmt_train.
+    Stock OpenNMT-py took -mirror_kl_anneal_steps -5 or -mirror_free_bits -3 silently."""
+
+    def __init__(self, *args, interval, **kwargs):
+        super().__init__(*args, **kwargs)
+        low, high = interval[1:-1].split(",")
+        self.interval, self.low, self.high = interval, float(low), float(high)
+        self.low_open, self.high_open = interval[0] == "(", interval[-1] == ")"
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        if not (above and below and math.isfinite(value)):
+            from onmt_mirror.errors import MirrorError
+
+            raise MirrorError("%s %s: give a value in %s" % (
+                option_string or "-" + self.dest, value, self.interval))
+        setattr(namespace, self.dest, value)
+
+
+def number(group, name, kind, interval, default, help):
+    """Adds -name, a number of `kind` checked against `interval` as it is parsed."""
+    group.add("--" + name, "-" + name, type=kind, action=InRange, interval=interval,
+              default=default, help=help)
+
+
 def add_mirror_options(parser):
     group = parser.add_argument_group("Transform/MirrorTriple")
     group.add("--mirror_turn_sep", "-mirror_turn_sep", type=str, default=SEPARATOR,
               help="Token separating turns in a src line (the dialogue history).")
-    group.add("--mirror_context_turns", "-mirror_context_turns", type=int, default=1,
-              help="How many turns before the query form the context c (paper: 1). "
-              "Earlier turns are dropped; kept turns are joined with %s." % TURN_TOKEN)
-    group.add("--mirror_max_context_tokens", "-mirror_max_context_tokens", type=int,
-              default=100, help="Truncate c from the left (keep the latest tokens).")
-    group.add("--mirror_max_utterance_tokens", "-mirror_max_utterance_tokens", type=int,
-              default=45, help="Truncate x and y from the right.")
+    number(group, "mirror_context_turns", int, "[1, inf)", 1,
+           "How many turns before the query form the context c (paper: 1). "
+           "Earlier turns are dropped; kept turns are joined with %s." % TURN_TOKEN)
+    number(group, "mirror_max_context_tokens", int, "[1, inf)", 100,
+           "Truncate c from the left (keep the latest tokens).")
+    number(group, "mirror_max_utterance_tokens", int, "[1, inf)", 45,
+           "Truncate x and y from the right.")
     group.add("--mirror_bad_line", "-mirror_bad_line", choices=["error", "skip"],
               default="error", help="A line with no query or an empty turn: stop with "
               "an error naming corpus, file and line, or skip it and count it.")
 
     group = parser.add_argument_group("Model/Mirror")
-    group.add("--mirror_z_size", "-mirror_z_size", type=int, default=160,
-              help="Size of the latent z (paper: 160 DailyDialog, 100 MovieTriples).")
+    number(group, "mirror_z_size", int, "[1, inf)", 160,
+           "Size of the latent z (paper: 160 DailyDialog, 100 MovieTriples).")
     group.add("--mirror_decoders", "-mirror_decoders", type=str,
               default=",".join(DECODERS),
               help="Decoders to train: y_cxz (Dec1), x_cz (Dec2), x_cyz (Dec3), y_cz "
@@ -69,42 +101,42 @@ def add_mirror_options(parser):
               action="store_true", help="One output layer for all four decoders.")
 
     group = parser.add_argument_group("Loss/Mirror")
-    group.add("--mirror_kl_anneal_steps", "-mirror_kl_anneal_steps", type=int,
-              default=10000, help="KL weight rises linearly from 0 to -mirror_kl_weight "
-              "over this many training batches; 0 keeps it constant.")
-    group.add("--mirror_kl_weight", "-mirror_kl_weight", type=float, default=1.0,
-              help="Final (or constant) weight of KL(q||p).")
-    group.add("--mirror_backward_weight", "-mirror_backward_weight", type=float,
-              default=1.0, help="Extra weight on the backward terms log p(x|c,z) and "
-              "log p(x|c,z,y) (Eq. 6 has 1: every term gets 1/2).")
+    number(group, "mirror_kl_anneal_steps", int, "[0, inf)", 10000,
+           "KL weight rises linearly from 0 to -mirror_kl_weight "
+           "over this many training batches; 0 keeps it constant.")
+    number(group, "mirror_kl_weight", float, "[0, inf)", 1.0,
+           "Final (or constant) weight of KL(q||p).")
+    number(group, "mirror_backward_weight", float, "[0, inf)", 1.0,
+           "Extra weight on the backward terms log p(x|c,z) and "
+           "log p(x|c,z,y) (Eq. 6 has 1: every term gets 1/2).")
 
     group = parser.add_argument_group("Latent/Mirror")
-    group.add("--mirror_bow_weight", "-mirror_bow_weight", type=float, default=0.0,
-              help="Weight of the bag-of-words loss (Zhao et al. 2017): an MLP from "
-              "[z; the prior's input] predicts the utterance's words, order ignored, so z "
-              "must carry them. 0 switches it off (the paper's Eq. 6).")
+    number(group, "mirror_bow_weight", float, "[0, inf)", 0.0,
+           "Weight of the bag-of-words loss (Zhao et al. 2017): an MLP from "
+           "[z; the prior's input] predicts the utterance's words, order ignored, so z "
+           "must carry them. 0 switches it off (the paper's Eq. 6).")
     group.add("--mirror_bow_sides", "-mirror_bow_sides", choices=["auto", "y", "xy"],
               default="auto", help="Utterances the bag-of-words loss predicts: auto = "
               "the sides the decoders model (Mirror: x and y; the CVAE: y).")
-    group.add("--mirror_free_bits", "-mirror_free_bits", type=float, default=0.0,
-              help="KL thresholding (free bits): the loss sees max(KL, this) in nats, "
-              "so the KL below it costs nothing. 0 switches it off.")
+    number(group, "mirror_free_bits", float, "[0, inf)", 0.0,
+           "KL thresholding (free bits): the loss sees max(KL, this) in nats, "
+           "so the KL below it costs nothing. 0 switches it off.")
     group.add("--mirror_free_bits_mode", "-mirror_free_bits_mode",
               choices=["sentence", "dim"], default="sentence",
               help="Threshold each sentence's KL (DialogVED's target KL) or each z "
               "dimension's batch-mean KL (Kingma et al. 2016).")
-    group.add("--mirror_kl_anneal_cycles", "-mirror_kl_anneal_cycles", type=int,
-              default=1, help="Cyclical KL annealing (Fu et al. 2019): repeat the "
-              "-mirror_kl_anneal_steps schedule this many times; 1 is the monotonic ramp.")
-    group.add("--mirror_kl_anneal_ratio", "-mirror_kl_anneal_ratio", type=float,
-              default=1.0, help="Fraction of each annealing cycle spent rising; the rest "
-              "holds -mirror_kl_weight (Fu et al.: 0.5).")
-    group.add("--mirror_word_dropout", "-mirror_word_dropout", type=float, default=0.0,
-              help="Replace each teacher-forced decoder input word by <unk> with this "
-              "probability in training (Bowman et al. 2016), so the decoders lean on z.")
-    group.add("--mirror_iw_samples", "-mirror_iw_samples", type=int, default=0,
-              help="At validation, an importance-weighted estimate of -log p(y|c,x) with "
-              "this many posterior samples (Burda et al. 2016); 0 switches it off.")
+    number(group, "mirror_kl_anneal_cycles", int, "[1, inf)", 1,
+           "Cyclical KL annealing (Fu et al. 2019): repeat the "
+           "-mirror_kl_anneal_steps schedule this many times; 1 is the monotonic ramp.")
+    number(group, "mirror_kl_anneal_ratio", float, "(0, 1]", 1.0,
+           "Fraction of each annealing cycle spent rising; the rest "
+           "holds -mirror_kl_weight (Fu et al.: 0.5).")
+    number(group, "mirror_word_dropout", float, "[0, 1)", 0.0,
+           "Replace each teacher-forced decoder input word by <unk> with this "
+           "probability in training (Bowman et al. 2016), so the decoders lean on z.")
+    number(group, "mirror_iw_samples", int, "[0, inf)", 0,
+           "At validation, an importance-weighted estimate of -log p(y|c,x) with "
+           "this many posterior samples (Burda et al. 2016); 0 switches it off.")
     group.add("--mirror_select", "-mirror_select",
               choices=["posterior", "prior", "elbo"], default="posterior",
               help="What the validation perplexity (the stock line, early stopping and "
@@ -118,12 +150,12 @@ def add_mirror_options(parser):
     group.add("--mirror_nonfinite", "-mirror_nonfinite", choices=["stop", "skip"],
               default="stop", help="A NaN/inf loss term: stop with the step and the term "
               "named, or skip the batch (no update) and log it (see docs/reliability.md).")
-    group.add("--mirror_kl_collapse_threshold", "-mirror_kl_collapse_threshold",
-              type=float, default=0.1, help="KL(q||p) per sentence (nats) under which "
-              "a training batch counts towards a KL-collapse warning.")
-    group.add("--mirror_kl_collapse_steps", "-mirror_kl_collapse_steps", type=int,
-              default=1000, help="Warn in the log after this many consecutive training "
-              "batches under -mirror_kl_collapse_threshold; 0 switches the check off.")
+    number(group, "mirror_kl_collapse_threshold", float, "[0, inf)", 0.1,
+           "KL(q||p) per sentence (nats) under which "
+           "a training batch counts towards a KL-collapse warning.")
+    number(group, "mirror_kl_collapse_steps", int, "[0, inf)", 1000,
+           "Warn in the log after this many consecutive training "
+           "batches under -mirror_kl_collapse_threshold; 0 switches the check off.")
 
     group = parser.add_argument_group("Training/Mirror")
     group.add("--mirror_captured_step", "-mirror_captured_step",
@@ -142,17 +174,19 @@ def add_mirror_options(parser):
               "(-world_size > 1): all-reduce the gradients in buckets while the backward "
               "runs (on), or after it with OpenNMT-py's own all-reduce (off). Same sums, "
               "same rescaling (see docs/performance.md).")
-    group.add("--mirror_allreduce_bucket_mb", "-mirror_allreduce_bucket_mb", type=float,
-              default=25.0, help="Bucket size of -mirror_overlap_allreduce on, in MB of "
-              "gradients (DistributedDataParallel's default).")
+    number(group, "mirror_allreduce_bucket_mb", float, "(0, inf)", 25.0,
+           "Bucket size of -mirror_overlap_allreduce on, in MB of "
+           "gradients (DistributedDataParallel's default).")
 
     group = parser.add_argument_group("Translate/Mirror")
     group.add("--mirror_z", "-mirror_z", choices=["mean", "sample"], default=None,
               help="z at decoding time: the prior's mean (default) or a sample "
               "(seeded by -seed).")
-    group.add("--mirror_num_z", "-mirror_num_z", type=int, default=1,
-              help="Draw this many prior samples of z per input and decode each with its "
-              "own beam: K x n_best lines per input, or n_best with -mirror_rerank.")
+    number(group, "mirror_num_z", int, "[1, %d]" % MAX_NUM_Z, 1,
+           "Draw this many prior samples of z per input and decode each with its "
+           "own beam: K x n_best lines per input, or n_best with -mirror_rerank. At most "
+           "%d: the batch is decoded as K x beam_size rows per input, each step's "
+           "log-probabilities a vocabulary-wide row per beam." % MAX_NUM_Z)
     group.add("--mirror_captured_beam", "-mirror_captured_beam", choices=["auto", "off"],
               default="auto", help="Beam search with Dec1's step (decoder, output layer, "
               "top-k, state reordering) replayed from CUDA graphs, one per shape (auto), "
@@ -162,10 +196,10 @@ def add_mirror_options(parser):
     group.add("--mirror_rerank", "-mirror_rerank", action="store_true",
               help="Re-rank the K x n_best candidates by log p(y|c,x,z) + lambda "
               "log p(x|c,z,y) (Dec3, the backward decoder) + gamma |y|; keep n_best.")
-    group.add("--mirror_rerank_lambda", "-mirror_rerank_lambda", type=float,
-              default=1.0, help="Weight of Dec3's log p(x|c,z,y) in -mirror_rerank.")
-    group.add("--mirror_rerank_gamma", "-mirror_rerank_gamma", type=float, default=0.0,
-              help="Length bonus per token of y in -mirror_rerank.")
+    number(group, "mirror_rerank_lambda", float, "(-inf, inf)", 1.0,
+           "Weight of Dec3's log p(x|c,z,y) in -mirror_rerank.")
+    number(group, "mirror_rerank_gamma", float, "(-inf, inf)", 0.0,
+           "Length bonus per token of y in -mirror_rerank.")
     group.add("--mirror_rerank_scores", "-mirror_rerank_scores", type=str, default=None,
               help="Write every candidate's log p(y|c,x,z), log p(x|c,z,y) (0 without "
               "Dec3) and |y| to this TSV, the score file that `python -m "
@@ -180,11 +214,11 @@ def add_dc_options(parser):
               help="Folder of DC side models (`python -m onmt_mirror.dc fit`): beam "
               "search then scores log p(y|src) + dc_alpha sim_topic + dc_beta sim_SIF, "
               "on partial and finished hypotheses.")
-    group.add("--dc_alpha", "-dc_alpha", type=float, default=1.5,
-              help="Weight of the topic similarity (default: the authors' code's 1.5).")
-    group.add("--dc_beta", "-dc_beta", type=float, default=2.0,
-              help="Weight of the SIF semantic similarity (default: the authors' code's "
-              "2.0).")
+    number(group, "dc_alpha", float, "(-inf, inf)", 1.5,
+           "Weight of the topic similarity (default: the authors' code's 1.5).")
+    number(group, "dc_beta", float, "(-inf, inf)", 2.0,
+           "Weight of the SIF semantic similarity (default: the authors' code's "
+           "2.0).")
 
 
 @dataclass

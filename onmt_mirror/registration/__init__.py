@@ -20,7 +20,7 @@ from onmt_mirror.registration.patching import (  # noqa: F401  (the package's in
 )
 
 ONMT_VERSION = "3.5.1"
-CONCERNS = ("data", "model", "loss", "checkpoints", "decoding", "server", "optimizer",
+CONCERNS = ("data", "vocab", "model", "loss", "checkpoints", "decoding", "server", "optimizer",
             "training", "distributed", "options")
 
 declares(sys, "excepthook", why="bad input must read as one line, not a traceback (also "

@@ -14,7 +14,10 @@ from onmt.utils.logging import logger
 from onmt_mirror import resume
 from onmt_mirror.checkpoint_io import TorchCheckpointIO
 from onmt_mirror.distributed import gather_rng_states
+from onmt_mirror.errors import MirrorError
 from onmt_mirror.losses.mirror_loss import MirrorLoss
+from onmt_mirror.models.hred import HRED_ENCODER
+from onmt_mirror.opts import MIRROR_ENCODER
 from onmt_mirror.registration.patching import declares, original, replaces
 
 declares(torch.serialization, "add_safe_globals([argparse.Namespace])", why="torch >= 2.6 "
@@ -54,6 +57,25 @@ def build_model_saver(model_opt, opt, model, vocabs, optim, device_id):
         remove_stale_temporaries(opt.save_model)
     return original(onmt.train_single, "build_model_saver")(model_opt, opt, model, vocabs,
                                                             optim, device_id)
+
+
+@replaces(onmt.train_single, "_get_model_opts", why="-train_from takes the model's options "
+          "from the checkpoint: a Mirror recipe resumed from a stock checkpoint trained and "
+          "saved a stock model silently (the reverse failed later, on the vocabulary)")
+def get_model_opts(opt, checkpoint=None):
+    if checkpoint is not None:
+        refuse_other_model_type(opt, checkpoint["opt"])
+    return original(onmt.train_single, "_get_model_opts")(opt, checkpoint)
+
+
+def refuse_other_model_type(opt, saved):
+    """A checkpoint of another model than the recipe's, where the plugin builds either:
+    stock pairs (say rnn and transformer) keep the stock rule, the checkpoint's model."""
+    ours, theirs = opt.encoder_type, getattr(saved, "encoder_type", None)
+    if ours != theirs and {ours, theirs} & {MIRROR_ENCODER, HRED_ENCODER}:
+        raise MirrorError("-train_from %s holds a model of encoder_type %s, but this recipe "
+                          "trains encoder_type %s: resume with the recipe that trained it, "
+                          "or train without -train_from" % (opt.train_from, theirs, ours))
 
 
 def data_parallel():

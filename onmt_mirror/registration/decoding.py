@@ -109,6 +109,17 @@ def captured_beam_reason(opt, model, translator):
     return ", ".join(why for cond, why in reasons if cond)
 
 
+@replaces(Translator, "_report_score", why="with -mirror_rerank a prediction's score is "
+          "the re-rank score(y), not a log-probability of y: the stock line turned it into a "
+          "PRED PPL of 1.4e22")
+def report_score(self, name, score_total, nb_sentences):
+    multi_z = getattr(self, "multi_z", None)
+    if name != "PRED" or multi_z is None or not multi_z.rerank or not nb_sentences:
+        return original(Translator, "_report_score")(self, name, score_total, nb_sentences)
+    return ("PRED SCORE: %.4f (-mirror_rerank's score(y), not a log-probability: no PPL) "
+            "NB SENTENCES: %d" % (score_total / nb_sentences, nb_sentences))
+
+
 @replaces(Translator, "translate_batch", why="beam search keeps one beam per batch row and "
           "knows no latent: K samples decode the batch tiled K times (a z per row) and join "
           "or re-rank each input's K n-best lists (onmt_mirror/translate/multi_z.py)")

@@ -18,11 +18,8 @@ MIRROR_ONLY_GROUPS = ("Model/Mirror", "Loss/Mirror", "Latent/Mirror", "Reliabili
 
 @replaces(ArgumentParser, "validate_train_opts", why="onmt_train (before anything is "
           "written): Mirror's options on a stock model, which would ignore them silently; "
-          "a GPU recipe without CUDA; -tensorboard without the package; the all-reduce bucket")
+          "a GPU recipe without CUDA; -tensorboard without the package")
 def validate_train_opts(cls, opt):
-    if opt.mirror_allreduce_bucket_mb <= 0:
-        raise MirrorError("-mirror_allreduce_bucket_mb %g: give a bucket size above 0 MB"
-                          % opt.mirror_allreduce_bucket_mb)
     original(ArgumentParser, "validate_train_opts")(cls, opt)
     refuse_mirror_options_on_stock_models(opt)
     check_gpus(opt)
@@ -34,9 +31,13 @@ def validate_train_opts(cls, opt):
 
 @replaces(ArgumentParser, "validate_translate_opts", why="onmt_translate and onmt_server "
           "with -gpu on a machine without CUDA failed once the model loaded, with a "
-          "traceback (\"Torch not compiled with CUDA enabled\")")
+          "traceback (\"Torch not compiled with CUDA enabled\"); -beam_size 0 and -n_best 0 "
+          "were a RuntimeError and an IndexError after the whole model loaded")
 def validate_translate_opts(cls, opt):
     original(ArgumentParser, "validate_translate_opts")(cls, opt)
+    for name in ("beam_size", "n_best"):
+        if getattr(opt, name) < 1:
+            raise MirrorError("-%s %d: give 1 or more" % (name, getattr(opt, name)))
     check_gpus(opt)
 
 

@@ -34,8 +34,6 @@ class MirrorTripleTransform(Transform):
 
     @classmethod
     def _validate_options(cls, opts):
-        if opts.mirror_context_turns < 1:
-            raise MirrorError("-mirror_context_turns must be >= 1")
         check_corpora(opts)
 
     @classmethod

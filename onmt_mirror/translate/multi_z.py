@@ -51,8 +51,6 @@ class MultiZ:
         num_z = opt.mirror_num_z
         if num_z == 1 and not opt.mirror_rerank and not opt.mirror_rerank_scores:
             return None
-        if num_z < 1:
-            raise MirrorError("-mirror_num_z %d: draw at least one z" % num_z)
         if not isinstance(model, MirrorModel):
             raise MirrorError("-mirror_num_z, -mirror_rerank and -mirror_rerank_scores "
                               "apply to Mirror models only (this one: %s)"
@@ -63,6 +61,11 @@ class MultiZ:
                                   "with -mirror_z mean all would be the mean: drop "
                                   "-mirror_z" % (num_z, num_z))
             model.z_mode = "sample"
+        elif opt.mirror_rerank and n_best == 1:
+            raise MirrorError("-mirror_rerank with -mirror_num_z 1 and -n_best 1 has one "
+                              "candidate per input to choose from: give -mirror_num_z K "
+                              "(K samples of z, re-ranked), or -n_best N to reorder one "
+                              "beam's N best")
         if opt.mirror_rerank_scores and opt.world_size > 1:
             raise MirrorError("-mirror_rerank_scores: write the score file from one process "
                               "(-world_size 1)")
