@@ -4,7 +4,9 @@ OpenNMT-py 3.5.1 writes checkpoints with `torch.save` straight onto the final na
 opens `onmt_translate -output` (truncating it) before it even loads the model; a crash or
 a bad checkpoint then leaves a truncated or empty file under the name the user trusts.
 Here every such file is written to a temporary name in the same folder, flushed to disk
-and moved over the final name with `os.replace` (atomic on POSIX and Windows).
+and moved over the final name with `os.replace` (atomic on POSIX and Windows). The
+temporary file is created with the process's umask (as `open` would create the output);
+a process killed mid-write leaves it behind, and the next write of that output removes it.
 
 Loading uses `weights_only=True` explicitly (so even TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 cannot switch it off): a pickle that would import anything outside torch's allow-list
@@ -13,7 +15,7 @@ cannot switch it off): a pickle that would import anything outside torch's allow
 import os
 import pickle
 import re
-import tempfile
+import secrets
 import zipfile
 
 import torch
@@ -25,14 +27,53 @@ _INCOMPLETE = "%s is not a complete checkpoint (truncated, or not written by tor
 
 
 def _temp_beside(path):
-    """An open temporary file in the target's folder (os.replace must not cross disks)."""
+    """An open temporary file `.<name>.<8 hex>.tmp` in the target's folder (os.replace must
+    not cross disks), mode 0666 less the umask: tempfile.mkstemp's 0600 made every output
+    unreadable to the rest of a group."""
     folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=folder)
-    return os.fdopen(fd, "wb"), tmp
+    while True:
+        tmp = os.path.join(folder, ".%s.%s.tmp" % (name, secrets.token_hex(4)))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        return os.fdopen(fd, "wb"), tmp
+
+
+def remove_temporaries(folder, names):
+    """Delete the files of `folder` whose whole name matches the regex `names`: what a
+    process killed inside an atomic write left (at worst a checkpoint's size); -> names."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if re.fullmatch(names, name):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:  # another process of this run got there first
+                continue
+            removed.append(name)
+    return removed
+
+
+def temporaries_of(path):
+    """remove_temporaries' arguments for the temporaries of one output (this module's
+    names, and tempfile.mkstemp's of earlier versions)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return folder, r"\.%s\.\w{8}\.tmp" % re.escape(name)
+
+
+def check_output(path, what):
+    """Refuse an output path that cannot be written before any work is done: stock code
+    found a directory or a missing folder only when it moved the finished file."""
+    if os.path.isdir(path):
+        raise MirrorError("%s %s is a directory: give a file name" % (what, path))
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise MissingFileError("%s %s: folder %s does not exist" % (what, path, folder))
 
 
 def atomic_save(obj, path):
-    """torch.save(obj, path), but `path` holds either its old content or all of obj."""
+    """torch.save(obj, path), but `path` holds either its old content or all of obj;
+    -> the names of earlier interrupted writes' temporaries it removed."""
     f, tmp = _temp_beside(path)
     try:
         with f:
@@ -44,6 +85,7 @@ def atomic_save(obj, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return remove_temporaries(*temporaries_of(path))
 
 
 def safe_load(path, map_location=None):
@@ -90,11 +132,7 @@ class AtomicTextOutput:
 
     def __init__(self, path):
         """Checks `path` now: stock OpenNMT-py found a bad one only after translating."""
-        if os.path.isdir(path):
-            raise MirrorError("-output %s is a directory: give a file name" % path)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise MissingFileError("-output %s: folder %s does not exist" % (path, folder))
+        check_output(path, "-output")
         self.path = path
         self._file = self._tmp = None
 
@@ -110,7 +148,8 @@ class AtomicTextOutput:
             self._file.flush()
 
     def commit(self):
-        """Move the finished output over `path` (an empty translation: an empty file)."""
+        """Move the finished output over `path` (an empty translation: an empty file);
+        -> the names of earlier interrupted writes' temporaries it removed."""
         if self._file is None:
             self.write("")
         self._file.flush()
@@ -122,6 +161,7 @@ class AtomicTextOutput:
         except OSError:  # e.g. -output became a directory meanwhile: leave no .tmp
             os.remove(tmp)
             raise
+        return remove_temporaries(*temporaries_of(self.path))
 
     def discard(self):
         if self._file is not None:

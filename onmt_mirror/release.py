@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from onmt_mirror.checkpoint_io import atomic_save, safe_load
+from onmt_mirror.checkpoint_io import atomic_save, check_output, safe_load
 from onmt_mirror.errors import MirrorError, run_command
 
 DECODING = ("y_cxz", "x_cyz")  # Dec1 decodes; Dec3 re-ranks (translate/multi_z.py, rerank)
@@ -46,23 +46,30 @@ def _cast(tensor, dtype):
 def run(args):
     import onmt  # noqa: F401  (registers the plugin: safe loading of the saved options)
 
+    check_output(args.output, "--output")
     ckpt = safe_load(args.model, map_location="cpu")
     if not isinstance(ckpt, dict) or not {"model", "generator", "opt"} <= set(ckpt):
         raise MirrorError("%s is not an OpenNMT-py checkpoint (no model, generator and "
                           "opt entries)" % args.model)
     released = release(ckpt, torch.float16 if args.dtype == "fp16" else torch.float32)
-    atomic_save(released, args.output)
+    removed = atomic_save(released, args.output)
     mirror = getattr(released["opt"], "encoder_type", None) == "mirror"
     kept = released["opt"].mirror_decoders if mirror else None
     print("release: %s (%.1f MB) -> %s (%.1f MB, %s, no optimizer%s)" % (
         args.model, os.path.getsize(args.model) / 1e6, args.output,
         os.path.getsize(args.output) / 1e6, args.dtype,
         ", decoders %s, no bag-of-words heads" % kept if kept else ""))
+    if removed:
+        print("release: removed %d temporary file(s) left by an interrupted release: %s"
+              % (len(removed), ", ".join(removed)))
     return 0
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[2])
+    parser = argparse.ArgumentParser(
+        prog="python -m onmt_mirror.release", description="Make a training checkpoint "
+        "into a smaller one for decoding and chatting: no optimizer state, no training-only "
+        "heads and decoders, fp16 weights unless --dtype fp32.")
     parser.add_argument("--model", required=True, help="a checkpoint from onmt_train")
     parser.add_argument("--output", required=True, help="the released checkpoint")
     parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16")

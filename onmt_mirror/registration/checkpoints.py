@@ -12,7 +12,7 @@ import torch
 from onmt.utils.logging import logger
 
 from onmt_mirror import resume
-from onmt_mirror.checkpoint_io import TorchCheckpointIO
+from onmt_mirror.checkpoint_io import TorchCheckpointIO, remove_temporaries
 from onmt_mirror.distributed import gather_rng_states
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.losses.mirror_loss import MirrorLoss
@@ -34,15 +34,8 @@ replaces(model_saver, "torch", why="ModelSaver and `load_checkpoint` (train and 
 def remove_stale_temporaries(save_model):
     """Delete the temporaries a killed atomic_save left for this -save_model; -> names."""
     folder, base = os.path.split(os.path.abspath(save_model))
-    stale = re.compile(r"\.%s_(best_)?step_\d+\.pt\.\w+\.tmp$" % re.escape(base))
-    removed = []
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if stale.match(name):
-            try:
-                os.remove(os.path.join(folder, name))
-            except FileNotFoundError:  # another process of this run got there first
-                continue
-            removed.append(name)
+    removed = remove_temporaries(
+        folder, r"\.%s_(best_)?step_\d+\.pt\.\w+\.tmp" % re.escape(base))
     if removed:
         logger.info("Removed %d temporary file(s) left by an interrupted checkpoint save "
                     "in %s: %s", len(removed), folder, ", ".join(removed))

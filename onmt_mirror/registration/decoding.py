@@ -244,7 +244,8 @@ def warn_unknown_source(opt, vocabulary):
 
 
 @replaces(onmt.inference_engine.InferenceEnginePY, "_translate", why="the temporary "
-          "-output of `build_translator` replaces the file only when translating returned")
+          "-output of `build_translator` replaces the file only when translating returned; "
+          "then the temporaries a killed run left beside it go")
 def engine_translate(self, infer_iter):
     stock = original(onmt.inference_engine.InferenceEnginePY, "_translate")
     out = self.translator.out_file
@@ -255,5 +256,8 @@ def engine_translate(self, infer_iter):
     except BaseException:
         out.discard()
         raise
-    out.commit()
+    removed = out.commit()
+    if removed:
+        logger.info("Removed %d temporary file(s) left by an interrupted onmt_translate "
+                    "beside %s: %s", len(removed), out.path, ", ".join(removed))
     return result

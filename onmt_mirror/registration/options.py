@@ -32,9 +32,12 @@ def validate_train_opts(cls, opt):
 @replaces(ArgumentParser, "validate_translate_opts", why="onmt_translate and onmt_server "
           "with -gpu on a machine without CUDA failed once the model loaded, with a "
           "traceback (\"Torch not compiled with CUDA enabled\"); -beam_size 0 and -n_best 0 "
-          "were a RuntimeError and an IndexError after the whole model loaded")
+          "were a RuntimeError and an IndexError, and -src a directory \"file not found\", "
+          "after the model loaded")
 def validate_translate_opts(cls, opt):
     original(ArgumentParser, "validate_translate_opts")(cls, opt)
+    if os.path.isdir(opt.src):
+        raise MirrorError("-src %s is a directory: give a file" % opt.src)
     for name in ("beam_size", "n_best"):
         if getattr(opt, name) < 1:
             raise MirrorError("-%s %d: give 1 or more" % (name, getattr(opt, name)))
@@ -86,8 +89,11 @@ def check_gpus(opt):
 
 
 @replaces(DataOptsCheckerMixin, "_validate_file", why="a missing corpus or vocabulary file "
-          "was an OSError traceback; now one line with the path (still an OSError)")
+          "was an OSError traceback; now one line with the path (still an OSError), which "
+          "for a directory says so")
 def validate_file(file_path, info):
+    if os.path.isdir(file_path):
+        raise MirrorError("%s file %s is a directory: give a file" % (info, file_path))
     if not os.path.isfile(file_path):
         hint = " (build it with onmt_build_vocab)" if info.endswith("vocab") else ""
         raise MissingFileError("%s file not found: %s%s" % (info, file_path, hint))

@@ -10,12 +10,15 @@ Whole-file problems (unequal src/tgt line counts, invalid UTF-8) are found befor
 starts, by `check_corpora`.
 """
 from onmt.transforms.transform import Transform
+from onmt.utils.logging import logger
 
 from onmt_mirror.data_check import check_corpora
 from onmt_mirror.dialogue import QUERY_TOKEN, TURN_TOKEN, split_turns, turn_problem
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.opts import add_mirror_options
 
+INFER = "infer"  # the corpus id of onmt_translate's -src (OpenNMT-py's CorpusName.INFER)
+SHORTENED_WARNINGS = 10  # -src lines warned about one by one; then one line says so
 
 def _where(example, opts):
     cid = example.get("cid", "infer")
@@ -52,6 +55,20 @@ class MirrorTripleTransform(Transform):
         # pass, and a line is counted once, not once per pass
         self._truncated = {"truncated_c": set(), "truncated_x": set(),
                            "truncated_y": set()}
+        self._shortened_src = 0
+
+    def _warn_shortened(self, example, what, length, kept, option):
+        """A -src line that onmt_translate shortens gets a warning naming file and line:
+        the counts alone reach only a training log."""
+        if example.get("cid") != INFER or self._shortened_src > SHORTENED_WARNINGS:
+            return
+        self._shortened_src += 1
+        if self._shortened_src > SHORTENED_WARNINGS:
+            logger.warning("-src: more lines are shortened; they are not listed")
+            return
+        logger.warning("-src %s, line %d: the %s has %d tokens, shortened to its %s (%s)",
+                       getattr(self.opts, "src", "?"), example.get("cid_line_number", -1) + 1,
+                       what, length, kept, option)
 
     def _count_truncated(self, key, example):
         line = example.get("cid_line_number")
@@ -78,9 +95,13 @@ class MirrorTripleTransform(Transform):
             context += ([TURN_TOKEN] if context else []) + turn
         x = turns[-1]
         if len(context) > self.max_c:
+            self._warn_shortened(example, "context c", len(context), "last %d" % self.max_c,
+                                 "-mirror_max_context_tokens")
             context = context[-self.max_c:]
             self._count_truncated("truncated_c", example)
         if len(x) > self.max_u:
+            self._warn_shortened(example, "query x", len(x), "first %d" % self.max_u,
+                                 "-mirror_max_utterance_tokens")
             x = x[: self.max_u]
             self._count_truncated("truncated_x", example)
         example["src"] = context + [QUERY_TOKEN] + x
