@@ -26,6 +26,8 @@ with `{"status": "error", "error": "<message>"}`. The stock route then unloads t
 for RequestRefused the plugin keeps it loaded (registration/server.py), since the request
 never reached it.
 """
+import unicodedata
+
 from onmt.translate.translation_server import ServerModelError
 
 from onmt_mirror.chat.text import tokenize
@@ -41,6 +43,15 @@ class RequestRefused(ServerModelError):
     """A request refused before it reached the model (the model stays loaded)."""
 
 
+def refuse_control_characters(text):
+    """RequestRefused for a control character other than tab and line ends: the tokenizer
+    stops reading at a NUL, so "hello \\x00 there" reached the model as "hello"."""
+    for column, char in enumerate(text, 1):
+        if unicodedata.category(char) == "Cc" and char not in "\t\n\r":
+            raise RequestRefused("control character U+%04X at column %d: type the turn "
+                                 "without it" % (ord(char), column))
+
+
 def history_to_source(text, opt, custom_opt=None, vocabulary=None):
     """One request's history -> `c ｟mirror_query｠ x`; RequestRefused when unusable.
 
@@ -49,6 +60,7 @@ def history_to_source(text, opt, custom_opt=None, vocabulary=None):
     """
     custom_opt = custom_opt or {}
     sep = opt.mirror_turn_sep
+    refuse_control_characters(text)
     if custom_opt.get("mirror_lowercase"):
         text = text.lower()
     chars = int(custom_opt.get("mirror_max_request_chars", DEFAULT_MAX_REQUEST_CHARS))

@@ -28,7 +28,7 @@ from onmt.translate.translation_server import ServerModelError
 from onmt.translate.translator import Translator
 from onmt.utils.parse import ArgumentParser
 
-from onmt_mirror.chat.preprocess import history_to_source
+from onmt_mirror.chat.preprocess import history_to_source, refuse_control_characters
 from onmt_mirror.chat.text import detokenize, tokenize, unknown_tokens
 from onmt_mirror.dialogue import join_turns
 from onmt_mirror.errors import MirrorError
@@ -92,6 +92,7 @@ class Chat:
 
     def say(self, text):
         """A user turn -> (reply candidates as text, unknown tokens of the turn)."""
+        refuse_control_characters(text)
         turn = tokenize(text, self.vocabulary)
         replies = self.decode(self.history + [turn], self.mean, "mean")
         self.history += [turn, replies[0]]
@@ -126,6 +127,12 @@ def run(chat, lines, out, err, prompt=False):
         if not text:
             continue
         try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a byte stdin's surrogateescape kept
+            err.write("(not UTF-8: byte 0x%02x at column %d; this line is skipped)\n"
+                      % (ord(text[exc.start]) - 0xDC00, exc.start + 1))
+            continue
+        try:
             if text == "/new":
                 chat.history = []
                 err.write("(a new conversation)\n")
@@ -147,5 +154,8 @@ def run(chat, lines, out, err, prompt=False):
 
 
 def main(argv):
+    """Reads stdin as UTF-8 whatever the locale, a bad byte kept as a lone surrogate for
+    `run` to report: the locale's strict decoder ended the session at the first one."""
     opt = parse_opt(argv)
-    run(Chat(opt), sys.stdin, sys.stdout, sys.stderr, prompt=sys.stdin.isatty())
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+    run(Chat(opt), stdin, sys.stdout, sys.stderr, prompt=sys.stdin.isatty())
