@@ -167,6 +167,11 @@ def add_mirror_options(parser):
               "encoders, -truncated_decoder, an optimizer other than adam) the stock "
               "step runs, and the log says why (docs/performance.md)."
               % CAPTURED_STEP_AUTO_BATCH)
+    number(group, "mirror_gpu_memory_gb", float, "[0, inf)", 0.0,
+           "Cap this training's GPU memory at this many GB (any model; 0: no cap), so "
+           "that trainings sharing one card cannot starve each other: the allocator "
+           "frees its cached blocks before it fails, and the captured step runs new "
+           "bucket keys eagerly once a capture no longer fits (results/run.py sets it).")
 
     group = parser.add_argument_group("Distributed/Mirror")
     group.add("--mirror_overlap_allreduce", "-mirror_overlap_allreduce",

@@ -7,9 +7,10 @@ A plan (results/latent.yaml, results/comparison.yaml) names jobs and how to deco
 
 - jobs.<name>: `config` (a recipe; none for a job that only re-ranks another's output),
   `kind` (stock, latent or mirror: which decodings apply), `args` (extra onmt_train
-  options), `decode: false` (a model only others use), `needs` (jobs whose decoding must
-  finish first) and `steps` (shell commands run after its decodings, with {data} {work}
-  {dir} {model} {dir:JOB} {model:JOB}).
+  options), `gpu_memory_gb` (its training's GPU memory cap; default: the plan's),
+  `decode: false` (a model only others use), `needs` (jobs whose decoding must finish
+  first) and `steps` (shell commands run after its decodings, with {data} {work} {dir}
+  {model} {dir:JOB} {model:JOB}).
 - decodings.<name>: onmt_translate options on top of `decode_args`, for the `kinds` given,
   into WORK/<job>/<name>.txt (`src` names a file of --data or of WORK/data).
 - search: one decoding search space for every system, tuned on `src` (a validation
@@ -20,8 +21,11 @@ A plan (results/latent.yaml, results/comparison.yaml) names jobs and how to deco
 - subsets.<name>: {split, lines}: the first lines of data/<split>.{src,tgt} as
   WORK/data/<name>.{src,tgt}.
 
-Phases. train: every job at once on the one GPU (batch 128 is host-bound: four trainings
-kept an H200 96-97% busy), each logging to WORK/<job>/; a job ends at its -train_steps or
+Phases. train: the jobs on the one GPU, as many at once as its memory holds: each training
+is capped at `gpu_memory_gb` (the job's, else the plan's; -mirror_gpu_memory_gb) and starts
+while the running ones' caps, with a GB each for the CUDA context, fit the card
+(--gpu-memory-gb, default the first GPU's from nvidia-smi); the others start as running
+ones end. Each logs to WORK/<job>/; a job ends at its -train_steps or
 after --budget seconds (the plugin's atomic saves leave only complete checkpoints); the
 first failure stops the others and prints the failing job's log. A job that has
 checkpoints but is not done resumes with -train_from (exact resume): a lent machine keeps
@@ -124,19 +128,67 @@ def stop(proc):
     proc.wait()
 
 
-def train(plan, work, names, budget):
-    procs = {}
+CONTEXT_GB = 1.0  # a training's GPU memory beyond its allocator's cap (CUDA context, cuDNN)
+
+
+def card_memory_gb():
+    """The first GPU's memory in GB, from nvidia-smi (the runner itself stays off the GPU)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, check=True).stdout
+        return int(out.split()[0]) / 1024
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        raise RunError("cannot read the GPU's memory with nvidia-smi: give --gpu-memory-gb")
+
+
+def job_memory_gb(plan, name):
+    """The GPU memory a job's training may use (-mirror_gpu_memory_gb): its own
+    gpu_memory_gb, else the plan's."""
+    gb = plan["jobs"][name].get("gpu_memory_gb", plan.get("gpu_memory_gb"))
+    if not isinstance(gb, (int, float)) or gb <= 0:
+        raise RunError("job %s: no gpu_memory_gb (a positive number) in the job or the plan"
+                       % name)
+    return gb
+
+
+def startable(plan, waiting, running, card_gb):
+    """The waiting jobs to start now, in plan order: each while the running ones' caps, its
+    own and a context each stay within the card's memory."""
+    used = sum(job_memory_gb(plan, n) + CONTEXT_GB for n in running)
+    start = []
+    for name in waiting:
+        need = job_memory_gb(plan, name) + CONTEXT_GB
+        if need > card_gb:
+            raise RunError("job %s needs %g GB of GPU memory, the card has %.1f"
+                           % (name, need, card_gb))
+        if used + need > card_gb:
+            break
+        start.append(name)
+        used += need
+    return start
+
+
+def train(plan, work, names, budget, card_gb):
+    """Every job's training, as many at once as the card's memory holds (each capped at
+    its gpu_memory_gb); the others start as running ones end."""
+    waiting = []
     for name in names:
         folder = os.path.join(work, name)
         os.makedirs(folder, exist_ok=True)
-        if not plan["jobs"][name].get("config") or status_of(folder).get("trained"):
-            continue
-        cmd = train_command(plan, name, folder)
-        log("%s: %s" % (name, " ".join(cmd)))
-        out = open(os.path.join(folder, "stdout.log"), "a", encoding="utf-8")
-        procs[name] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True), time.time(), out)
-    while procs:
+        if plan["jobs"][name].get("config") and not status_of(folder).get("trained"):
+            waiting.append(name)
+    procs = {}
+    while waiting or procs:
+        for name in startable(plan, waiting, procs, card_gb):
+            waiting.remove(name)
+            folder = os.path.join(work, name)
+            cmd = train_command(plan, name, folder) + [
+                "-mirror_gpu_memory_gb", str(job_memory_gb(plan, name))]
+            log("%s: %s" % (name, " ".join(cmd)))
+            out = open(os.path.join(folder, "stdout.log"), "a", encoding="utf-8")
+            procs[name] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True), time.time(), out)
         time.sleep(2)
         for name, (proc, start, out) in list(procs.items()):
             folder = os.path.join(work, name)
@@ -400,6 +452,9 @@ def main(argv=None):
                         help="seconds of training per job in this command (0: no limit)")
     parser.add_argument("--jobs", default=None, help="comma-separated subset of jobs")
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--gpu-memory-gb", type=float, default=0,
+                        help="the card's memory that trainings share (default: the first "
+                        "GPU's, from nvidia-smi)")
     args = parser.parse_args(argv)
     names = []
 
@@ -414,7 +469,8 @@ def main(argv=None):
         if unknown:
             raise RunError("%s: no job(s) %s" % (args.plan, ", ".join(unknown)))
         if args.phase in ("train", "all"):
-            train(plan, args.work, names, args.budget)
+            train(plan, args.work, names, args.budget,
+                  args.gpu_memory_gb or card_memory_gb())
         if args.phase in ("decode", "all"):
             decode(plan, args.work, names, args.data, args.parallel)
     except RunError as e:

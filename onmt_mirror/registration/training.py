@@ -3,9 +3,11 @@ place of the stock `Trainer._gradient_accumulation`; with several GPUs the overl
 all-reduce around the stock one (distributed.py). Stock models run the stock code."""
 import onmt.train_single
 import onmt.trainer
+import torch
 from onmt.utils.logging import logger
 
 from onmt_mirror.distributed import OverlappedAllReduce, backward_passes
+from onmt_mirror.errors import MirrorError
 from onmt_mirror.losses.mirror_loss import MirrorLoss
 from onmt_mirror.models.mirror import MirrorModel
 from onmt_mirror.opts import CAPTURED_STEP_AUTO_BATCH
@@ -23,6 +25,7 @@ from onmt_mirror.training.captured_step import CapturedStep
 def build_trainer(opt, device_id, model, vocabs, optim, model_saver=None):
     trainer = original(onmt.trainer, "build_trainer")(opt, device_id, model, vocabs, optim,
                                                       model_saver=model_saver)
+    cap_gpu_memory(opt.mirror_gpu_memory_gb, next(model.parameters()).device)
     if not isinstance(model, MirrorModel):
         return trainer
     if (trainer.n_gpu > 1 and trainer.parallel_mode == "data_parallel"
@@ -43,6 +46,20 @@ def build_trainer(opt, device_id, model, vocabs, optim, model_saver=None):
     logger.info("Mirror training step: replayed from CUDA graphs, one per length bucket "
                 "(-mirror_captured_step %s)", opt.mirror_captured_step)
     return trainer
+
+
+def cap_gpu_memory(gb, device):
+    """-mirror_gpu_memory_gb: the caching allocator's limit on this process."""
+    if not gb:
+        return
+    if device.type != "cuda":
+        raise MirrorError("-mirror_gpu_memory_gb %g: this training runs on the CPU" % gb)
+    total = torch.cuda.get_device_properties(device).total_memory
+    if gb * 2**30 > total:
+        raise MirrorError("-mirror_gpu_memory_gb %g: the GPU has %.1f GB"
+                          % (gb, total / 2**30))
+    torch.cuda.set_per_process_memory_fraction(gb * 2**30 / total, device)
+    logger.info("GPU memory of this training capped at %g GB (-mirror_gpu_memory_gb)", gb)
 
 
 def eager_reason(opt, model, trainer):
