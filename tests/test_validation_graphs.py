@@ -1,5 +1,5 @@
-"""Validation between captured training steps (registration/data.py's in-process reading,
-resume.py). Reading a validation batch must put the host's generators back and leave the
+"""The captured training step inside the trainer: the batches it reads, and validation
+between its steps (registration/data.py's in-process reading, resume.py). Reading a validation batch must put the host's generators back and leave the
 CUDA generators alone: re-seeding a CUDA generator after capture made cuDNN reallocate
 its LSTM dropout state, freeing the buffer the captured graphs read, and the recipe died
 with an illegal memory access at the first replay after its first validation."""
@@ -7,20 +7,33 @@ import os
 import random
 import subprocess
 import sys
+import types
 
 import numpy as np
 import onmt.trainer
 import pytest
 import torch
+from onmt.inputters.dynamic_iterator import OnDeviceDatasetIter
 from onmt.utils.optimizers import Optimizer
 
 from conftest import REPO, make_batch
 from onmt_mirror.losses.mirror_loss import MirrorStatistics
 from onmt_mirror.registration.data import InProcessValidation
 from onmt_mirror.registration.patching import original
-from onmt_mirror.registration.training import captured_accumulation
+from onmt_mirror.registration.training import captured_accumulation, host_batches
 from onmt_mirror.training.captured_step import CapturedStep
 from test_captured_step import assert_same_weights, build, exact, fake_trainer  # noqa: F401
+
+
+def test_the_captured_step_reads_the_workers_host_batches():
+    """With the captured step the trainer iterates the data workers' (pinned) batches,
+    not the stock iterator that copies each to the GPU; other trainers keep it."""
+    loader = [({"src": torch.zeros(2, 3, 1)}, 0)]
+    stock = OnDeviceDatasetIter(loader, torch.device("cpu"))
+    captured = types.SimpleNamespace(mirror_step=object())
+    assert host_batches(captured, stock) is loader
+    assert host_batches(types.SimpleNamespace(), stock) is stock
+    assert host_batches(captured, loader) is loader
 
 
 class Reading:

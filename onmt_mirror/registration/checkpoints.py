@@ -142,10 +142,12 @@ def model_saver_save(self, step, moving_average=None):
 
 @replaces(onmt.trainer.Trainer, "train", why="on resume, replay the data past the batches "
           "consumed and restore the generators (onmt_mirror/resume.py); Mirror's loss "
-          "learns the step, for its error messages")
+          "learns the step, for its error messages; the captured step reads its batches "
+          "on the host (registration/training.py)")
 def trainer_train(self, train_iter, train_steps, *args, **kwargs):
     for loss in (self.train_loss, self.valid_loss):
         if isinstance(loss, MirrorLoss):
             loss.step_of = lambda: self.optim.training_step
-    return original(onmt.trainer.Trainer, "train")(
-        self, resume.replay(train_iter, self.optim, logger), train_steps, *args, **kwargs)
+    batches = resume.replay(host_batches(self, train_iter), self.optim, logger)
+    return original(onmt.trainer.Trainer, "train")(self, batches, train_steps, *args,
+                                                    **kwargs)

@@ -4,6 +4,7 @@ all-reduce around the stock one (distributed.py). Stock models run the stock cod
 import onmt.train_single
 import onmt.trainer
 import torch
+from onmt.inputters.dynamic_iterator import OnDeviceDatasetIter
 from onmt.utils.logging import logger
 
 from onmt_mirror.distributed import OverlappedAllReduce, backward_passes
@@ -96,6 +97,16 @@ def gradient_accumulation(self, true_batches, normalization, total_stats, report
         return stock(self, true_batches, normalization, total_stats, report_stats)
     with reducer.step(backward_passes(true_batches, self.trunc_size)):
         return stock(self, true_batches, normalization, total_stats, report_stats)
+
+
+def host_batches(trainer, train_iter):
+    """The captured step's training batches as the data workers give them, pinned on the
+    host: the step buckets them there and copies each once, into its graph's buffer.
+    The stock iterator copied each to the GPU (waiting for the step before) and the
+    bucketing copied it back (three more waits). Other steps keep the stock iterator."""
+    if getattr(trainer, "mirror_step", None) and isinstance(train_iter, OnDeviceDatasetIter):
+        return train_iter.data_iter
+    return train_iter
 
 
 def captured_accumulation(trainer, step, true_batches, normalization, total_stats,
