@@ -19,6 +19,7 @@ from onmt_mirror.losses.mirror_loss import MirrorLoss
 from onmt_mirror.models.hred import HRED_ENCODER
 from onmt_mirror.opts import MIRROR_ENCODER
 from onmt_mirror.registration.patching import declares, original, replaces
+from onmt_mirror.registration.training import host_batches
 
 declares(torch.serialization, "add_safe_globals([argparse.Namespace])", why="torch >= 2.6 "
          "loads with `weights_only=True` and checkpoints hold the options as a Namespace; "
