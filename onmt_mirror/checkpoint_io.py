@@ -8,6 +8,9 @@ and moved over the final name with `os.replace` (atomic on POSIX and Windows). T
 temporary file is created with the process's umask (as `open` would create the output);
 a process killed mid-write leaves it behind, and the next write of that output removes it.
 
+During training a checkpoint can be written by a thread while training goes on
+(BackgroundWriter), from a copy in host memory taken when it is saved.
+
 Loading uses `weights_only=True` explicitly (so even TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
 cannot switch it off): a pickle that would import anything outside torch's allow-list
 (plus argparse.Namespace, see registration/checkpoints.py) is refused with one line, never run.
@@ -16,6 +19,7 @@ import os
 import pickle
 import re
 import secrets
+import threading
 import zipfile
 
 import torch
@@ -112,10 +116,93 @@ def safe_load(path, map_location=None):
         raise MirrorError(_INCOMPLETE % path) from None
 
 
-class TorchCheckpointIO:
-    """`torch` as onmt.models.model_saver sees it: save/load above, the rest unchanged."""
+def to_host(obj):
+    """A copy of a checkpoint's nested dicts, lists and tuples whose tensors are copies in
+    host memory, which training can no longer change."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, to_host(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_host(v) for v in obj)
+    return obj
 
-    save = staticmethod(atomic_save)
+
+class BackgroundWriter:
+    """Checkpoints written while training goes on: `save` copies the checkpoint to host
+    memory (a GPU's one wait) and a thread writes it with atomic_save. One write at a
+    time: the next save and `wait` (the end of training) wait for it and raise its error.
+    What must follow a write (removing the checkpoint it replaces) is queued behind it
+    with `after_write` and dropped if the write fails, so a crash or a full disk never
+    leaves fewer complete checkpoints than the stock saver would."""
+
+    def __init__(self):
+        self.thread, self.error, self.queued = None, None, []
+        self.lock, self.writing = threading.Lock(), False
+
+    def save(self, obj, path):
+        self.wait()
+        snapshot = to_host(obj)
+        self.writing = True
+        self.thread = threading.Thread(target=self._write, args=(snapshot, path),
+                                       name="checkpoint writer")
+        self.thread.start()
+
+    def _write(self, snapshot, path):
+        try:
+            atomic_save(snapshot, path)
+        except BaseException as exc:  # raised in the training thread by wait()
+            self.error = exc
+        with self.lock:
+            self.writing = False
+            queued, self.queued = self.queued, []
+        try:
+            for fn, args in queued if self.error is None else ():
+                fn(*args)
+        except BaseException as exc:
+            self.error = exc
+
+    def after_write(self, fn, *args):
+        """fn(*args) once the write in flight has landed; now if none is in flight."""
+        with self.lock:
+            if self.writing:
+                self.queued.append((fn, args))
+                return
+        fn(*args)
+
+    def wait(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+
+class TorchCheckpointIO:
+    """`torch` as onmt.models.model_saver sees it: save/load above, the rest unchanged.
+    With `writer` set (a BackgroundWriter), saves are written in the background."""
+
+    writer = None
+
+    def save(self, obj, path):
+        if self.writer is None:
+            return atomic_save(obj, path)
+        return self.writer.save(obj, path)
+
+    def remove(self, path):
+        """Delete a checkpoint that a newer one replaces, once the newer one is written."""
+        def remove_now():
+            if os.path.exists(path):
+                os.remove(path)
+        if self.writer is None:
+            return remove_now()
+        self.writer.after_write(remove_now)
+
+    def wait(self):
+        """Return once every checkpoint saved so far is written (its error raised)."""
+        if self.writer is not None:
+            self.writer.wait()
 
     @staticmethod
     def load(path, map_location=None, **kwargs):

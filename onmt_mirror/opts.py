@@ -167,6 +167,13 @@ def add_mirror_options(parser):
               "encoders, -truncated_decoder, an optimizer other than adam) the stock "
               "step runs, and the log says why (docs/performance.md)."
               % CAPTURED_STEP_AUTO_BATCH)
+    group.add("--mirror_checkpoint_writer", "-mirror_checkpoint_writer",
+              choices=["background", "inline"], default="background",
+              help="Write checkpoints while training goes on, from a copy in host memory "
+              "taken at the save (background; the next save and the end of training wait "
+              "for it), or before training goes on, as stock OpenNMT-py (inline). Either "
+              "way a checkpoint lands whole or not at all, and the one it replaces is "
+              "removed only after it landed.")
     number(group, "mirror_gpu_memory_gb", float, "[0, inf)", 0.0,
            "Cap this training's GPU memory at this many GB (any model; 0: no cap), so "
            "that trainings sharing one card cannot starve each other: the allocator "

@@ -121,7 +121,7 @@ def test_the_next_run_removes_what_a_killed_save_left(tmp_path, caplog):
     best = tmp_path / ".model_best_step_4.pt.q1w2e3r4.tmp"
     best.write_bytes(b"x")
     opt = argparse.Namespace(save_model=str(tmp_path / "model"), keep_checkpoint=-1,
-                             save_format="pytorch")
+                             save_format="pytorch", mirror_checkpoint_writer="inline")
     with caplog.at_level("INFO", logger="onmt"):
         onmt.train_single.build_model_saver(None, opt, None, {}, None, -1)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(

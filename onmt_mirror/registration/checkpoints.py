@@ -12,7 +12,7 @@ import torch
 from onmt.utils.logging import logger
 
 from onmt_mirror import resume
-from onmt_mirror.checkpoint_io import TorchCheckpointIO, remove_temporaries
+from onmt_mirror.checkpoint_io import BackgroundWriter, TorchCheckpointIO, remove_temporaries
 from onmt_mirror.distributed import gather_rng_states
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.losses.mirror_loss import MirrorLoss
@@ -45,10 +45,13 @@ def remove_stale_temporaries(save_model):
 
 @replaces(onmt.train_single, "build_model_saver", why="a process killed inside the atomic "
           "save leaves `.<name>_step_N.pt.XXXX.tmp` (a checkpoint's size); every run with "
-          "that -save_model removes them first, with a log line")
+          "that -save_model removes them first, with a log line; the saver's writes go to "
+          "a background thread (-mirror_checkpoint_writer)")
 def build_model_saver(model_opt, opt, model, vocabs, optim, device_id):
     if device_id <= 0:  # one process (CPU: -1, GPU rank 0) cleans up
         remove_stale_temporaries(opt.save_model)
+    background = opt.mirror_checkpoint_writer == "background"
+    model_saver.torch.writer = BackgroundWriter() if background else None
     return original(onmt.train_single, "build_model_saver")(model_opt, opt, model, vocabs,
                                                             optim, device_id)
 
@@ -141,14 +144,25 @@ def model_saver_save(self, step, moving_average=None):
         del self.optim.mirror_rank_rng
 
 
+@replaces(model_saver.ModelSaver, "_rm_checkpoint", why="-keep_checkpoint removed the "
+          "oldest checkpoint as soon as the newest was saved: with a background write, "
+          "only once the newest has landed")
+def rm_checkpoint(self, name):
+    model_saver.torch.remove(name)
+
+
 @replaces(onmt.trainer.Trainer, "train", why="on resume, replay the data past the batches "
           "consumed and restore the generators (onmt_mirror/resume.py); Mirror's loss "
           "learns the step, for its error messages; the captured step reads its batches "
-          "on the host (registration/training.py)")
+          "on the host (registration/training.py); training ends once its last "
+          "checkpoint is written")
 def trainer_train(self, train_iter, train_steps, *args, **kwargs):
     for loss in (self.train_loss, self.valid_loss):
         if isinstance(loss, MirrorLoss):
             loss.step_of = lambda: self.optim.training_step
     batches = resume.replay(host_batches(self, train_iter), self.optim, logger)
-    return original(onmt.trainer.Trainer, "train")(self, batches, train_steps, *args,
-                                                    **kwargs)
+    try:
+        return original(onmt.trainer.Trainer, "train")(self, batches, train_steps, *args,
+                                                        **kwargs)
+    finally:
+        model_saver.torch.wait()

@@ -1,6 +1,5 @@
 """Loss and statistics: MirrorLoss for Mirror models, its per-term statistics, the
 validation report, and the one-line errors of the training step."""
-import os
 import sys
 import traceback
 
@@ -118,8 +117,8 @@ def keep_best(trainer, step, ppl):
         "vocab": vocabs_to_dict(saver.vocabs), "opt": saver.model_opt,
         "optim": saver.optim.state_dict()}, path)
     previous = getattr(trainer, "mirror_best_path", None)
-    if previous and os.path.exists(previous):
-        os.remove(previous)
+    if previous:
+        onmt.models.model_saver.torch.remove(previous)
     trainer.mirror_best_ppl, trainer.mirror_best_path = ppl, path
     logger.info("Best validation perplexity so far (%.4g, -mirror_select %s): %s", ppl,
                 trainer.valid_loss.select, path)
