@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import secrets
+import shutil
 import threading
 import zipfile
 
@@ -116,6 +117,28 @@ def safe_load(path, map_location=None):
         raise MirrorError(_INCOMPLETE % path) from None
 
 
+def remove_if_there(path):
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def link_atomically(source, path):
+    """`path` becomes a hard link to `source` (a copy where the disk has no links), all at
+    once as atomic_save's files do."""
+    f, tmp = _temp_beside(path)
+    f.close()
+    os.remove(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_if_there(tmp)
+        raise
+
+
 def to_host(obj):
     """A copy of a checkpoint's nested dicts, lists and tuples whose tensors are copies in
     host memory, which training can no longer change."""
@@ -185,19 +208,31 @@ class TorchCheckpointIO:
 
     writer = None
 
+    def __init__(self):
+        self.same_as = {}
+
     def save(self, obj, path):
+        source = self.same_as.pop(os.path.abspath(path), None)
+        if source is not None:
+            return self.after_write(link_atomically, source, path)
         if self.writer is None:
             return atomic_save(obj, path)
         return self.writer.save(obj, path)
 
+    def link_next_save(self, path, source):
+        """The next save to `path` will hold what `source` holds (-mirror_keep_best's copy
+        of the step just validated, which the trainer saves right after): a hard link
+        to it instead of a second write of the same gigabytes."""
+        self.same_as[os.path.abspath(path)] = source
+
+    def after_write(self, fn, *args):
+        if self.writer is None:
+            return fn(*args)
+        self.writer.after_write(fn, *args)
+
     def remove(self, path):
         """Delete a checkpoint that a newer one replaces, once the newer one is written."""
-        def remove_now():
-            if os.path.exists(path):
-                os.remove(path)
-        if self.writer is None:
-            return remove_now()
-        self.writer.after_write(remove_now)
+        self.after_write(remove_if_there, path)
 
     def wait(self):
         """Return once every checkpoint saved so far is written (its error raised)."""

@@ -74,3 +74,25 @@ def test_removal_queued_behind_a_failed_write_is_dropped(tmp_path, monkeypatch):
         io.wait()
     assert old.read_bytes() == b"old"
     io.wait()  # raised once
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_the_save_after_the_best_copy_links_it(tmp_path, gate, background):
+    """-mirror_keep_best's copy, then the trainer's checkpoint of the same step: one
+    write and a hard link, made once the copy has landed."""
+    io = TorchCheckpointIO()
+    io.writer = BackgroundWriter() if background else None
+    best, regular = tmp_path / "m_best_step_4.pt", tmp_path / "m_step_4.pt"
+    if not background:
+        gate.set()
+    io.save({"w": torch.ones(2)}, str(best))
+    io.link_next_save(str(regular), str(best))
+    io.save({"w": torch.zeros(2)}, str(regular))  # the same content in training
+    assert regular.exists() != background
+    gate.set()
+    io.wait()
+    assert regular.stat().st_ino == best.stat().st_ino
+    io.save({"w": torch.zeros(2)}, str(regular))  # only the save named is linked
+    io.wait()
+    assert safe_load(str(regular))["w"].tolist() == [0.0, 0.0]
+    assert safe_load(str(best))["w"].tolist() == [1.0, 1.0]

@@ -108,17 +108,19 @@ def keep_best(trainer, step, ppl):
     this rank's (replicated) weights, in the stock layout, with model_saver's atomic save."""
     if ppl >= getattr(trainer, "mirror_best_ppl", float("inf")):
         return
-    saver = trainer.model_saver
+    saver, io = trainer.model_saver, onmt.models.model_saver.torch
     state = trainer.model.state_dict()
     path = "%s_best_step_%d.pt" % (saver.base_path, step)
-    onmt.models.model_saver.torch.save({
+    io.save({
         "model": {k: v for k, v in state.items() if "generator" not in k},
         "generator": trainer.model.generator.state_dict(),
         "vocab": vocabs_to_dict(saver.vocabs), "opt": saver.model_opt,
         "optim": saver.optim.state_dict()}, path)
+    if not trainer.n_gpu > 1:  # with data parallelism the regular one holds every rank's RNG
+        io.link_next_save("%s_step_%d.pt" % (saver.base_path, step), path)
     previous = getattr(trainer, "mirror_best_path", None)
     if previous:
-        onmt.models.model_saver.torch.remove(previous)
+        io.remove(previous)
     trainer.mirror_best_ppl, trainer.mirror_best_path = ppl, path
     logger.info("Best validation perplexity so far (%.4g, -mirror_select %s): %s", ppl,
                 trainer.valid_loss.select, path)
