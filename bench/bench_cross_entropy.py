@@ -1,5 +1,5 @@
 """The output layer's loss: the plugin's Triton cross-entropy against the libraries that
-fuse the linear layer and never build the (tokens x 20k) logits (issue 20).
+fuse the linear layer and never build the (tokens x 20k) logits.
 
 Each method computes forward + backward of sum CE(h W^T + b, gold) for h fp16 (N x 1000)
 and W (20,000 x 1000), b the fp32 master weights, cast as autocast casts them: F.cross_entropy

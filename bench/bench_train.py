@@ -76,7 +76,7 @@ SYSTEMS["mirror_autocast_weights"] = SYSTEMS["mirror"]
 # Mirror with F.cross_entropy on fp32 logits instead of the fused kernel
 # (losses/fused_cross_entropy.py), likewise
 SYSTEMS["mirror_stock_ce"] = SYSTEMS["mirror"]
-RATIO_TO = ("seq2seq_cudnn", "mirror_eager")  # the table's ratio columns (issue 20's targets)
+RATIO_TO = ("seq2seq_cudnn", "mirror_eager")  # the table's ratio columns (docs/performance.md's targets)
 DEFAULT_SYSTEMS = ["seq2seq_inputfeed", "seq2seq_cudnn", "mirror_eager", "mirror"]
 
 

@@ -1,4 +1,4 @@
-"""python -m onmt_mirror.dc.bench: the DC scorer's cost per beam step.
+"""python bench/bench_dc.py: the DC scorer's cost per beam step.
 
 Times the core of a stock beam step (add the running scores, top-k over beam x vocabulary,
 back-pointers) on random log-probs, without and with the DC scorer's bonus() and advance(),
