@@ -18,7 +18,7 @@ is reported), and after timing the graphs are replayed alone for their GPU time.
 analytic model FLOPs on real (non-pad) tokens / time / the card's dense fp16/bf16 peak
 (measured here with a large matmul). The systems take turns over --rounds timing
 windows, in forward then reverse order, and the best and the median window are reported:
-the lent machines' hosts, which launch every kernel, slow single windows by up to 40%.
+a busy host, which launches every kernel, can slow single windows by up to 40% (seen).
 Peak memory is per system (its weights, gradients and Adam state plus its step's peak; a
 captured step's graphs allocate their pool before, so it reads low), host CPU the
 process's CPU time per step.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # As much of the paper's DailyDialog schedule for Mirror as fits a time budget, then
-# decoding and scoring the test set, in one go (the lent GPU machine's 10-minute runs).
+# decoding and scoring the test set, in one go (for machines that limit a command's time).
 #
 #   results/run_mirror_schedule.sh [DATA] [OUT] [BUDGET_SECONDS] [VOCAB]
 #
