@@ -7,6 +7,14 @@ import pathlib
 # (one thread per core) makes concurrent processes spin against each other: the 300 steps
 # of test_end_to_end took 94 s of wall time instead of 11 s.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The numerics, decided here for this process and every CLI it starts, before torch is
+# imported: a few tests pin what a trained or shipped model decodes, and torch picks its
+# CPU kernels (ATen's by capability, MKL's BLAS and oneDNN's by instruction set) from the
+# processor, so AVX-512 and AVX2 machines decoded different words. These settings are
+# the ones every x86 CPU runs; a value set outside (e.g. ATEN_CPU_CAPABILITY=avx2) wins.
+os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "SSE41")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

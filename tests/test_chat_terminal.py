@@ -2,8 +2,9 @@
 
 The tiny model of test_server.py (trained once per session): "good morning !" after the
 opening "hello ." is answered "hello ."; "how are you ?" after "hello ." has four trained
-replies, told apart by z. The checks are on exact text where the model is deterministic
-(z = the prior mean) and on the mechanism where it samples.
+replies, told apart by z. Exact text is checked only where training leaves no choice
+(the one reply of "good morning !"); where z decides, the checks are on the mechanism:
+a new z per /z, K rows of z, and the reply decoded again from a recorded z is the same.
 """
 import io
 import os
@@ -14,8 +15,9 @@ import pytest
 import torch
 
 from onmt_mirror.chat import terminal
+from onmt_mirror.chat.text import detokenize
 from onmt_mirror.models import mirror
-from test_server import CHECKPOINT, SHOWN, tiny_checkpoint
+from test_server import CHECKPOINT, tiny_checkpoint
 
 Q = "｟mirror_query｠"
 OPTIONS = ["-beam_size", "5", "-max_length", "20", "-seed", "1"]
@@ -34,22 +36,33 @@ def talk(chat, lines):
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Records each decoded source with the model's z mode (set `seen["model"]`), and
-    the torch random state at each draw of z."""
-    seen = {"src": [], "draws": []}
+    """Records each decoded source with the model's z mode (set `seen["model"]`), the
+    torch random state at each draw of z, and the z drawn."""
+    seen = {"src": [], "draws": [], "z": []}
     to_tensor, draw = terminal.textbatch_to_tensor, mirror.reparameterize
 
     def recording_to_tensor(vocabs, batch, device):
         seen["src"].append((batch[0]["src"]["src"], seen["model"].z_mode))
         return to_tensor(vocabs, batch, device)
 
+    def recording_draw(mu, logvar):
+        seen["draws"].append(torch.get_rng_state())
+        seen["z"].append(draw(mu, logvar))
+        return seen["z"][-1]
+
     monkeypatch.setattr(terminal, "textbatch_to_tensor", recording_to_tensor)
-    monkeypatch.setattr(mirror, "reparameterize", lambda mu, logvar: (
-        seen["draws"].append(torch.get_rng_state()), draw(mu, logvar))[1])
+    monkeypatch.setattr(mirror, "reparameterize", recording_draw)
     return seen
 
 
-def test_history_tokenising_commands_and_z(model_path, spy):
+def decoded_with(model_path, z, lines, monkeypatch):
+    """What a fresh chat shows for `lines` when every draw of z gives `z`."""
+    monkeypatch.setattr(mirror, "reparameterize", lambda mu, logvar: z.clone())
+    return talk(terminal.Chat(terminal.parse_opt(["-model", model_path] + OPTIONS)),
+                lines)[0]
+
+
+def test_history_tokenising_commands_and_z(model_path, spy, monkeypatch):
     chat = terminal.Chat(terminal.parse_opt(["-model", model_path] + OPTIONS))
     spy["model"] = chat.model
     out, err = talk(chat, ["good morning!", "how are you?", "/z", "/z", "/new",
@@ -64,11 +77,13 @@ def test_history_tokenising_commands_and_z(model_path, spy):
         ("hello . %s how are you ?" % Q, "sample"),
         ("hello . %s Do you like tea ? zorblax" % Q, "mean")]
     assert len(spy["draws"]) == 2 and not torch.equal(*spy["draws"])  # a new z per /z
+    assert not torch.equal(*spy["z"])
     assert out[0] == "mirror: hello."
-    assert out[1].startswith("mirror: ") and out[1][8:] in SHOWN.values()
+    assert out[1].startswith("mirror: ") and len(out[1]) > 8
     assert [o[:20] for o in out[2:4]] == ["mirror (z sampled): "] * 2
-    assert all(o[20:] in SHOWN.values() for o in out[2:4]), out
     assert len(out) == 5 and out[4].startswith("mirror: ")
+    for z, shown in zip(spy["z"], out[2:4]):  # each sampled reply is its z's reply
+        assert decoded_with(model_path, z, ["how are you?", "/z"], monkeypatch)[1] == shown
     long_window = len(" __eou__ ".join([chat.history[1], "x" * 20000]))
     assert err[1:] == [
         "(a new conversation)",
@@ -95,8 +110,8 @@ def test_n_best_and_k_samples_of_z(model_path, spy):
     assert out[2].startswith("mirror (z sampled): ")
     assert [o.split(". ")[0] for o in out[3:]] == ["  2", "  3", "  4", "  5", "  6"]
     assert len(spy["draws"]) == 1  # one decode: the batch tiled 3 times, 3 rows of z
-    assert chat.history[-1] == next(y for y, shown in SHOWN.items()
-                                    if shown == out[2][20:])
+    assert spy["z"][0].size(0) == 3 and not torch.equal(spy["z"][0][0], spy["z"][0][1])
+    assert detokenize(chat.history[-1]) == out[2][20:]  # the first shown is kept
 
 
 def test_command_line_reads_stdin(model_path):

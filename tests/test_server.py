@@ -35,9 +35,6 @@ DIALOGUES = [
 ]
 HOWDY = "hello . __eou__ how are you ?"
 # HOWDY's four replies as the chat shows them (detokenised)
-SHOWN = {"i am fine , thanks .": "i am fine, thanks.", "not bad , and you ?":
-         "not bad, and you?", "a bit tired today .": "a bit tired today.",
-         "great , i just got a new job .": "great, i just got a new job."}
 CHECKPOINT = "model_step_300.pt"
 
 
