@@ -69,7 +69,7 @@ def hred_opt(**overrides):
     parser = ArgumentParser()
     train_opts(parser)
     opt = parser.parse_args(["-data", "{}", "-src_vocab", "unused"])
-    vals = dict(encoder_type="hred", decoder_type="rnn", rnn_type="LSTM", layers=2,
+    vals = dict(encoder_type="hred", decoder_type="hred", rnn_type="LSTM", layers=2,
                 hidden_size=16, word_vec_size=8, global_attention="none", dropout=[0.0],
                 attention_dropout=[0.0], input_feed=1)
     vals.update(overrides)
@@ -112,7 +112,7 @@ def test_hred_model_built_by_plugin_decodes_like_a_stock_model(attention):
     t, q = src_vocab["｟mirror_turn｠"], src_vocab["｟mirror_query｠"]
     row = [10, 11, t, 12, 13, q, 14]
     src = torch.tensor([row, [15] + row[1:]])[:, :, None]
-    enc_out, (h0, c0), _ = model.encoder(src, torch.tensor([7, 7]))
+    enc_out, (h0, c0, ctx), _ = model.encoder(src, torch.tensor([7, 7]))
     assert h0.shape == (2, 2, 16) and enc_out.shape == (2, 7, 16)
     assert not torch.allclose(h0[:, 0], h0[:, 1])
     # the stock training path: NMTModel.forward -> stock decoder

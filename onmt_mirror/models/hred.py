@@ -7,24 +7,32 @@ RNN over the turn vectors (in dialogue order):
 
     u_i = UtteranceRNN(turn_i)          h_ctx = ContextRNN(u_1, ..., u_K, u_x)
 
-HREDEncoder is an OpenNMT-py encoder (`encoder_type: hred`): the stock builder pairs it
-with the stock RNN decoder, whose (h, c) start from the context state through a tanh
-bridge, as in HRED. With `global_attention: none` the decoder sees the dialogue only
-through that state (Serban et al.); with an attention type it also attends over the
-utterance encoder's outputs of every word.
+HREDEncoder and HREDDecoder are an OpenNMT-py encoder and decoder (`encoder_type: hred`,
+`decoder_type: hred`) that the stock builder joins into a stock seq2seq model. As in
+Serban et al., the decoder LSTM starts from the context state through a tanh bridge AND
+reads the context state in every step, concatenated to the word embedding:
+
+    (h_0, c_0) = tanh(W h_ctx)          h_t = LSTM([e(y_{t-1}); h_ctx], h_{t-1})
+
+The initial state alone is not enough: trained that way, the context vector grew into a
+constant that saturated the bridge's tanh, and the decoder answered every dialogue with
+one reply (docs/results.md, "HRED answers one reply"). With `global_attention: none`
+(Serban et al.) this is all the decoder sees of the dialogue; with an attention type it
+also attends over the utterance encoder's outputs of every word.
 
 HierarchicalContextEncoder is also MirrorModel's context encoder for VHRED
 (`-mirror_context_encoder hierarchical`): there it reads the context turns only.
 """
 import torch
 import torch.nn as nn
+from onmt.decoders.decoder import StdRNNDecoder
 from onmt.encoders.encoder import EncoderBase
 
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.modules.padding import lengths_to_mask
 from onmt_mirror.modules.rnn_encoder import RNNEncoder
 
-HRED_ENCODER = "hred"
+HRED_ENCODER = HRED_DECODER = "hred"  # encoder_type and decoder_type
 
 
 def turn_layout(tokens, lengths, separator_ids):
@@ -95,11 +103,12 @@ class HierarchicalContextEncoder(nn.Module):
 
 
 class HREDEncoder(EncoderBase):
-    """`encoder_type: hred`: embeddings -> HierarchicalContextEncoder -> decoder (h0, c0).
+    """`encoder_type: hred`: embeddings -> HierarchicalContextEncoder -> HREDDecoder's state.
 
-    Returns what the stock RNN decoders expect: (memory bank (B, L, H), (h0, c0) each
-    (dec_layers, B, H), src_len). The separators (｟mirror_turn｠, ｟mirror_query｠) are
-    vocabulary ids, set by the plugin's model builder after construction.
+    Returns (memory bank (B, L, H), (h0, c0, h_ctx), src_len): h0, c0 (dec_layers, B, H)
+    from the context state h_ctx (B, H), which HREDDecoder also reads at every step. The
+    separators (｟mirror_turn｠, ｟mirror_query｠) are vocabulary ids, set by the plugin's
+    model builder after construction.
     """
 
     def __init__(self, embeddings, hidden, layers, dec_layers, dropout):
@@ -114,9 +123,14 @@ class HREDEncoder(EncoderBase):
     def from_opt(cls, opt, embeddings):
         if opt.rnn_type != "LSTM":
             raise MirrorError("encoder_type hred supports -rnn_type LSTM only")
-        if opt.decoder_type != "rnn":
-            raise MirrorError("encoder_type hred needs the stock RNN decoder "
-                              "(-decoder_type rnn), not %r" % opt.decoder_type)
+        if opt.decoder_type != HRED_DECODER:
+            # checkpoints of the first HRED (stock decoder, context in its initial state
+            # only) are refused here: their context channel had collapsed
+            raise MirrorError("encoder_type hred needs -decoder_type hred (the context state "
+                              "in every decoder step), not %r: an HRED checkpoint with the "
+                              "stock decoder predates it and answers one reply to every "
+                              "dialogue; retrain it with the hred.yaml recipe"
+                              % opt.decoder_type)
         dropout = opt.dropout[0] if isinstance(opt.dropout, list) else opt.dropout
         return cls(embeddings, opt.enc_hid_size, opt.enc_layers, opt.dec_layers, dropout)
 
@@ -124,17 +138,67 @@ class HREDEncoder(EncoderBase):
         self.context.separator_ids = tuple(separator_ids)
 
     def forward(self, src, src_len=None):
-        # src: (B, L, 1) -> memory (B, L, H), ((dec_layers, B, H), (dec_layers, B, H))
+        # src: (B, L, 1) -> memory (B, L, H), (h0, c0 (dec_layers, B, H), h_ctx (B, H))
         if src_len is None:
             src_len = src.new_full((src.size(0),), src.size(1))
         memory, ctx = self.context(self.embeddings(src), src_len, src[:, :, 0])
         hc = torch.tanh(self.bridge(ctx)).view(-1, 2, self.dec_layers, self.hidden)
         h0 = hc[:, 0].transpose(0, 1).contiguous()
         c0 = hc[:, 1].transpose(0, 1).contiguous()
-        return memory, (h0, c0), src_len
+        return memory, (h0, c0, ctx), src_len
 
     def update_dropout(self, dropout, attention_dropout=None):
         self.embeddings.update_dropout(dropout)
         for module in self.modules():
             if isinstance(module, nn.LSTM) and module.num_layers > 1:
                 module.dropout = dropout
+
+
+class HREDDecoder(StdRNNDecoder):
+    """`decoder_type: hred`: the stock LSTM decoder (one cuDNN call over the target) with
+    the context state h_ctx (B, H) concatenated to every input embedding, as Serban et
+    al.'s HRED. h_ctx rides in the decoder state, so beam search tiles and reorders it."""
+
+    def __init__(self, *args, context_size, **kwargs):
+        self.context_size = context_size  # read by _input_size while the LSTM is built
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def from_opt(cls, opt, embeddings):
+        if opt.encoder_type != HRED_ENCODER or opt.context_gate or opt.copy_attn \
+                or opt.coverage_attn:
+            raise MirrorError("decoder_type hred reads encoder_type hred's context state "
+                              "and takes no -context_gate, -copy_attn or -coverage_attn")
+        dropout = opt.dropout[0] if isinstance(opt.dropout, list) else opt.dropout
+        return cls(opt.rnn_type, False, opt.dec_layers, opt.dec_hid_size,
+                   opt.global_attention, opt.global_attention_function, dropout=dropout,
+                   embeddings=embeddings, context_size=opt.enc_hid_size)
+
+    @property
+    def _input_size(self):
+        return self.embeddings.embedding_size + self.context_size
+
+    def init_state(self, src, enc_out, enc_final_hs):
+        h0, c0, ctx = enc_final_hs
+        super().init_state(src, enc_out, (h0, c0))
+        self.state["context"] = ctx
+
+    def map_state(self, fn):
+        super().map_state(fn)
+        # cuDNN refuses the strided (h, c) that the stock reordering leaves
+        self.state["hidden"] = tuple(h.contiguous() for h in self.state["hidden"])
+        self.state["context"] = fn(self.state["context"], 0)
+
+    def detach_state(self):
+        super().detach_state()
+        self.state["context"] = self.state["context"].detach()
+
+    def _run_forward_pass(self, tgt, enc_out, src_len=None):
+        # tgt (B, T, 1) -> final (h, c), outputs (B, T, H), {"std": attention} if any
+        emb = self.embeddings(tgt)
+        ctx = self.state["context"][:, None, :].expand(-1, emb.size(1), -1)
+        out, state = self.rnn(torch.cat([emb, ctx.to(emb.dtype)], -1), self.state["hidden"])
+        attns = {}
+        if self.attentional:
+            out, attns["std"] = self.attn(out, enc_out, src_len=src_len)
+        return state, self.dropout(out), attns

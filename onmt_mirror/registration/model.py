@@ -1,20 +1,25 @@
 """Model building: `encoder_type: mirror` builds MirrorModel, `encoder_type: hred` the stock
-seq2seq model with HRED's hierarchical encoder; anything else the stock model."""
+seq2seq model with HRED's hierarchical encoder and context-fed decoder; anything else the
+stock model."""
+import onmt.decoders
 import onmt.encoders
 import onmt.model_builder
 
 from onmt_mirror.errors import MirrorError
-from onmt_mirror.models.hred import HRED_ENCODER, HREDEncoder
+from onmt_mirror.models.hred import HRED_DECODER, HRED_ENCODER, HREDDecoder, HREDEncoder
 from onmt_mirror.models.mirror import MirrorModel
 from onmt_mirror.dialogue import QUERY_TOKEN, TURN_TOKEN
 from onmt_mirror.opts import MIRROR_ENCODER, MirrorConfig
 from onmt_mirror.registration.patching import declares, original, replaces
 
 declares(onmt.encoders, 'register_encoder("hred")', why="the public encoder registry: "
-         "HRED's hierarchical encoder, which the stock builder pairs with the stock RNN "
-         "decoder")
+         "HRED's hierarchical encoder, which the stock builder pairs with HRED's decoder")
 if HRED_ENCODER not in onmt.encoders.str2enc:
     onmt.encoders.register_encoder(HRED_ENCODER)(HREDEncoder)
+declares(onmt.decoders, 'register_decoder("hred")', why="the public decoder registry: "
+         "HRED's decoder, the stock LSTM decoder with the context state in every step")
+if HRED_DECODER not in onmt.decoders.str2dec:
+    onmt.decoders.register_decoder(HRED_DECODER)(HREDDecoder)
 
 
 @replaces(onmt.model_builder, "build_task_specific_model", why="there is no model "
@@ -42,7 +47,7 @@ def build_mirror(model_opt, vocabs):
 
 
 def build_hred(model_opt, vocabs):
-    """The stock seq2seq builder (HREDEncoder + stock RNN decoder), then the encoder
+    """The stock seq2seq builder (HREDEncoder + HREDDecoder), then the encoder
     learns which vocabulary ids separate turns (they are not weights)."""
     src = vocabs["src"]
     if QUERY_TOKEN not in src.ids_to_tokens or TURN_TOKEN not in src.ids_to_tokens:
