@@ -89,9 +89,9 @@ def add_mirror_options(parser):
               help="What the prior conditions on: p(z|c) (Mirror) or p(z|c,x) (CVAE).")
     group.add("--mirror_context_encoder", "-mirror_context_encoder",
               choices=["flat", "hierarchical"], default="flat",
-              help="How c is read: one RNN over its tokens (Mirror, CVAE), or an RNN per "
-              "context turn and a context RNN over the turns (VHRED, Serban et al. "
-              "2017); differs only with -mirror_context_turns > 1.")
+              help="How c is read: one RNN over its tokens (Mirror, CVAE), or VHRED "
+              "(Serban et al. 2017): an RNN per turn and a context RNN over the turns of "
+              "c and then x, whose state the posterior and every decoder step also read.")
     group.add("--mirror_bidirectional", "-mirror_bidirectional", action="store_true",
               help="Bidirectional context and utterance encoders.")
     group.add("--mirror_share_dec_embeddings", "-mirror_share_dec_embeddings",

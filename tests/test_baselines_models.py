@@ -139,7 +139,7 @@ def test_vhred_is_mirror_with_the_hierarchical_context_encoder():
                       turn_id=TURN_ID)
     model = MirrorModel(cfg).eval()
     assert isinstance(model.context_encoder, HierarchicalContextEncoder)
-    assert model.context_encoder.separator_ids == (TURN_ID,)
+    assert model.context_encoder.separator_ids == (TURN_ID, QUERY)
     src, tgt, src_len = make_batch(batch=3)
     out, attns = model(src, tgt, src_len)
     # Dec1's outputs on the real target tokens (y and </s>), one row each

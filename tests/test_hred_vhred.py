@@ -141,3 +141,101 @@ def test_hred_checkpoint_of_the_stock_decoder_is_refused_in_one_line(vocabs):
     with pytest.raises(MirrorError, match="decoder_type hred") as err:
         recipe_model("hred", vocabs, decoder_type="rnn", input_feed=1)
     assert "\n" not in str(err.value)
+
+
+TURN = 5  # a word id of conftest's 40-word vocabulary used as ｟mirror_turn｠
+
+
+@pytest.fixture
+def vhred():
+    """A tiny VHRED, as examples/dailydialog/vhred.yaml's model lines configure Mirror."""
+    from conftest import tiny_config
+
+    from onmt_mirror.models.mirror import MirrorModel
+
+    cfg = yaml.safe_load((REPO / "examples" / "dailydialog" / "vhred.yaml").read_text())
+    torch.manual_seed(0)
+    model = MirrorModel(tiny_config(
+        decoders=tuple(cfg["mirror_decoders"].split(",")), prior=cfg["mirror_prior"],
+        context_encoder=cfg["mirror_context_encoder"], turn_id=TURN))
+    for p in model.parameters():
+        torch.nn.init.uniform_(p, -0.3, 0.3)
+    return model
+
+
+def vhred_batch():
+    """conftest's batch (pad 1, <s> 2, </s> 3, ｟mirror_query｠ 4) with position 1 made a
+    turn separator: two context turns, then x (row 2's second turn is empty; it keeps its
+    slot)."""
+    from conftest import make_batch
+
+    src, tgt, src_len = make_batch(batch=4)
+    src = src.clone()
+    src[:, 1, 0] = TURN
+    return src, tgt, src_len
+
+
+@torch.no_grad()
+def test_vhred_kl_is_the_gaussian_kl_of_its_prior_and_posterior(vhred):
+    """KL(q(z|context state, y) || p(z|context state)) of Eq. 1, summed over the batch,
+    against torch.distributions; the context state has read both turns of c and x."""
+    from conftest import EOS, PAD
+
+    vhred.eval()
+    src, tgt, src_len = vhred_batch()
+    _, attns = vhred(src, tgt, src_len)
+    y = tgt[:, 1:, 0].masked_fill(tgt[:, 1:, 0].eq(EOS), PAD)
+    enc = vhred.encode_dialogue(src[:, :, 0], src_len, y, y.ne(PAD).sum(1))
+    mu_p, logvar_p = vhred.prior_net(enc["c"].vector)
+    mu_q, logvar_q = vhred.posterior_net(torch.cat([enc["c"].vector, enc["y"].vector], -1))
+    normal = torch.distributions.Normal
+    expected = torch.distributions.kl_divergence(
+        normal(mu_q, (0.5 * logvar_q).exp()), normal(mu_p, (0.5 * logvar_p).exp())).sum()
+    assert float(attns["mirror"]["kl"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(expected) > 0.1
+    # the context state reads x (Serban et al.: c, then x) and c's first turn
+    other_x = src.clone()
+    other_x[0, src_len[0] - 1, 0] = 39 if int(src[0, src_len[0] - 1, 0]) != 39 else 38
+    other_c = src.clone()
+    other_c[0, 0, 0] = 39 if int(src[0, 0, 0]) != 39 else 38
+    for changed in (other_x, other_c):
+        vec = vhred.encode_dialogue(changed[:, :, 0], src_len)["c"].vector
+        assert not torch.allclose(vec[0], enc["c"].vector[0])
+        assert torch.equal(vec[1:], enc["c"].vector[1:])
+
+
+def test_vhred_elbo_reaches_prior_posterior_and_context_nets(vhred):
+    """One training step's Eq. 1 (reconstruction + KL) sends gradient to the prior and the
+    posterior nets and to the context RNN (through both and through the decoder)."""
+    vhred.train()
+    src, tgt, src_len = vhred_batch()
+    _, attns = vhred(src, tgt, src_len)
+    terms = attns["mirror"]
+    (terms["nll_y_cxz"] + terms["kl"]).backward()
+    for name in ("prior_net", "posterior_net", "context_encoder.context_rnn",
+                 "context_encoder.utterance_rnn", "utterance_encoder"):
+        grads = [p.grad for n, p in vhred.named_parameters() if n.startswith(name)]
+        assert grads and all(g is not None and float(g.abs().sum()) > 0 for g in grads), name
+
+
+def test_vhred_decoder_reads_z_and_the_context_state_at_every_step(vhred):
+    """Dec1's every input is [word; z; context state]: another z, or another context at the
+    same z, changes its outputs; beam search's state holds both, the re-rankers z alone."""
+    vhred.eval()
+    cfg = vhred.cfg
+    assert vhred.dec_y_cxz.lstm.input_size == cfg.emb_size + cfg.z_size + cfg.hidden_size
+    src, tgt, src_len = vhred_batch()
+    enc = vhred.encode_dialogue(src[:, :, 0], src_len)
+    vecs, memories = vhred.decoder_inputs(enc)
+    z = vhred.prior(enc)[0]
+    y_in = tgt[:, :-1, 0]
+    with torch.no_grad():
+        out, _ = vhred.run_decoder("y_cxz", y_in, z, vecs, memories)
+        other_z, _ = vhred.run_decoder("y_cxz", y_in, z + 1.0, vecs, memories)
+        other_c, _ = vhred.run_decoder("y_cxz", y_in, z, dict(vecs, c=vecs["c"].roll(1, 0)),
+                                       memories)
+    assert (out - other_z).abs().amax(-1).min() > 1e-4  # at every step of every row
+    assert (out - other_c).abs().amax(-1).min() > 1e-4
+    _, (_, _, state_z), _ = vhred.encoder(src, src_len)
+    assert torch.equal(state_z, torch.cat([z, vecs["c"]], -1))
+    assert torch.equal(vhred.decoder.z, z)

@@ -21,7 +21,9 @@ one reply (docs/results.md, "HRED answers one reply"). With `global_attention: n
 also attends over the utterance encoder's outputs of every word.
 
 HierarchicalContextEncoder is also MirrorModel's context encoder for VHRED
-(`-mirror_context_encoder hierarchical`): there it reads the context turns only.
+(`-mirror_context_encoder hierarchical`, Serban et al. 2017): there it reads the turns
+of c, then x, and its context state conditions z and every decoder step
+(onmt_mirror/models/mirror.py).
 """
 import torch
 import torch.nn as nn
@@ -35,18 +37,21 @@ from onmt_mirror.modules.rnn_encoder import RNNEncoder
 HRED_ENCODER = HRED_DECODER = "hred"  # encoder_type and decoder_type
 
 
-def turn_layout(tokens, lengths, separator_ids):
+def turn_layout(tokens, lengths, separator_ids, pad_id=None):
     """Where each word of a separator-joined turn sequence goes.
 
     tokens: (B, L) ids, lengths: (B,) -> dict of (B, L) tensors `is_word`, `is_sep`,
     `turn` (turn index of each position) and `pos` (position inside its turn), plus
     `n_turns` (B,) and `turn_len` (B, T) word counts. A turn may be empty (a context cut
-    from the left may start with a separator); it keeps its slot.
+    from the left may start with a separator); it keeps its slot. pad_id tokens inside
+    the lengths are no words (VHRED joins padded c and x side by side).
     """
     valid = lengths_to_mask(lengths, tokens.size(1))
     seps = torch.tensor(list(separator_ids), device=tokens.device, dtype=tokens.dtype)
     is_sep = torch.isin(tokens, seps) & valid
     is_word = valid & ~is_sep
+    if pad_id is not None:
+        is_word &= tokens.ne(pad_id)
     turn = is_sep.long().cumsum(1)
     words = is_word.long().cumsum(1)
     # words before the turn started = the running count at the separator opening it
@@ -69,17 +74,19 @@ class HierarchicalContextEncoder(nn.Module):
     (the final (h, c) of every layer through Linear+ReLU, as RNNEncoder's).
     """
 
-    def __init__(self, emb_size, hidden, layers, dropout, bidirectional, separator_ids=()):
+    def __init__(self, emb_size, hidden, layers, dropout, bidirectional, separator_ids=(),
+                 pad_id=None):
         super().__init__()
         self.utterance_rnn = RNNEncoder(emb_size, hidden, layers, dropout, bidirectional)
         self.context_rnn = RNNEncoder(hidden, hidden, layers, dropout, False)
         self.separator_ids = tuple(separator_ids)  # vocabulary ids, not saved weights
+        self.pad_id = pad_id
 
     def forward(self, emb, lengths, tokens):
         if not self.separator_ids:
             raise MirrorError("HierarchicalContextEncoder: separator ids are not set")
         B, L, E = emb.shape
-        lay = turn_layout(tokens, lengths, self.separator_ids)
+        lay = turn_layout(tokens, lengths, self.separator_ids, self.pad_id)
         T = lay["turn_len"].size(1)
         U = max(int(lay["turn_len"].max()), 1)
         b, w = lay["is_word"].nonzero(as_tuple=True)  # batch row, position of each word
@@ -103,7 +110,7 @@ class HierarchicalContextEncoder(nn.Module):
 
 
 class HREDEncoder(EncoderBase):
-    """`encoder_type: hred`: embeddings -> HierarchicalContextEncoder -> HREDDecoder's state.
+    """`encoder_type: hred`: embeddings -> HierarchicalContextEncoder -> decoder state.
 
     Returns (memory bank (B, L, H), (h0, c0, h_ctx), src_len): h0, c0 (dec_layers, B, H)
     from the context state h_ctx (B, H), which HREDDecoder also reads at every step. The
@@ -126,11 +133,11 @@ class HREDEncoder(EncoderBase):
         if opt.decoder_type != HRED_DECODER:
             # checkpoints of the first HRED (stock decoder, context in its initial state
             # only) are refused here: their context channel had collapsed
-            raise MirrorError("encoder_type hred needs -decoder_type hred (the context state "
-                              "in every decoder step), not %r: an HRED checkpoint with the "
-                              "stock decoder predates it and answers one reply to every "
-                              "dialogue; retrain it with the hred.yaml recipe"
-                              % opt.decoder_type)
+            raise MirrorError(
+                "encoder_type hred needs -decoder_type hred (the context state in every "
+                "decoder step), not %r: an HRED checkpoint with the stock decoder predates "
+                "it and answers one reply to every dialogue; retrain it with the hred.yaml "
+                "recipe" % opt.decoder_type)
         dropout = opt.dropout[0] if isinstance(opt.dropout, list) else opt.dropout
         return cls(embeddings, opt.enc_hid_size, opt.enc_layers, opt.dec_layers, dropout)
 

@@ -8,10 +8,11 @@ The training objective (the paper's Eq. 6) is
 
 read here from parts to the whole: encoders -> Gaussian nets -> attention decoder ->
 the bag-of-words head and KL annealing -> MirrorModel. With only the y_cxz decoder and
-the prior on (c, x) the same model is the CVAE of the paper's Eq. 1. The last class adapts
-the model to the encoder/decoder interface that OpenNMT-py's beam search drives; only Dec1
-p(y|c,z,x) runs at decoding time. The tensor plumbing underneath (packing, the LSTM, the
-Gaussian algebra) is in onmt_mirror/modules/.
+the prior on (c, x) the same model is the CVAE of the paper's Eq. 1, and with the
+hierarchical context encoder VHRED (Serban et al. 2017; MirrorModel.vhred). The last class
+adapts the model to the encoder/decoder interface that OpenNMT-py's beam search drives;
+only Dec1 p(y|c,z,x) runs at decoding time. The tensor plumbing underneath (packing, the
+LSTM, the Gaussian algebra) is in onmt_mirror/modules/.
 """
 import math
 from functools import partial
@@ -223,21 +224,22 @@ class MirrorModel(BaseModel):
         E, H, Z, V = cfg.emb_size, cfg.hidden_size, cfg.z_size, cfg.vocab_size
         self.embedding = nn.Embedding(V, E, padding_idx=cfg.pad_id)  # encoders' table
         self.emb_dropout = nn.Dropout(cfg.dropout)
-        if cfg.context_encoder == "hierarchical":  # VHRED: an RNN per turn, one over turns
+        if self.vhred:  # an RNN per turn, one over the turns of c and then x
             self.context_encoder = HierarchicalContextEncoder(
-                E, H, cfg.enc_layers, cfg.dropout, cfg.bidirectional, (cfg.turn_id,))
+                E, H, cfg.enc_layers, cfg.dropout, cfg.bidirectional,
+                (cfg.turn_id, cfg.query_id), cfg.pad_id)
         else:
             self.context_encoder = RNNEncoder(E, H, cfg.enc_layers, cfg.dropout,
                                               cfg.bidirectional)
         self.utterance_encoder = RNNEncoder(E, H, cfg.enc_layers, cfg.dropout,
                                             cfg.bidirectional)
         self.prior_net = GaussianNet(H * len(cfg.prior), H, Z)
-        self.posterior_net = GaussianNet(3 * H, H, Z)
+        self.posterior_net = GaussianNet(H * len(self.posterior_sides), H, Z)
         for name in cfg.decoders:
             init_size = H * len(self.DECODERS[name].init_from)
             setattr(self, "dec_" + name, AttnDecoder(
-                E, Z, H, cfg.dec_layers, cfg.dropout, cfg.input_feed, cfg.attn_type,
-                init_size))
+                E, Z + (H if self.vhred else 0), H, cfg.dec_layers, cfg.dropout,
+                cfg.input_feed, cfg.attn_type, init_size))
             if not cfg.share_dec_embeddings:
                 setattr(self, "emb_" + name, nn.Embedding(V, E, padding_idx=cfg.pad_id))
             if name != "y_cxz" and not cfg.share_generators:
@@ -254,6 +256,21 @@ class MirrorModel(BaseModel):
         self._decoding = MirrorDecodingInterface(self)
 
     # -- helpers -------------------------------------------------------------------
+    @property
+    def vhred(self):
+        """VHRED (Serban et al. 2017) as this model's configuration: c's vector is the
+        hierarchical encoder's context state over the turns of c and then x, the
+        posterior reads it and y, and every decoder step reads z and the context state."""
+        return self.cfg.context_encoder == "hierarchical"
+
+    @property
+    def posterior_sides(self):
+        return "cy" if self.vhred else "cxy"
+
+    def condition(self, z, vecs):
+        """What the decoders read at every step: z, and for VHRED the context state."""
+        return torch.cat([z, vecs["c"].to(z.dtype)], -1) if self.vhred else z
+
     def bow_sides(self):
         """The utterances the bag-of-words loss predicts ("" when it is off)."""
         cfg = self.cfg
@@ -306,11 +323,17 @@ class MirrorModel(BaseModel):
                              for u, _ in utts])
         # both lookups in the shared table on this stream, so that its gradient comes
         # from one stream (autograd warns when a weight's gradients come from several)
-        c_emb, u_emb = self.embed(c), self.embed(stacked)
+        # VHRED's context encoder reads the turns of c, then x: c and x side by side (the
+        # hierarchical encoder skips their padding)
+        turns = torch.cat([c, c.new_full((c.size(0), 1), self.cfg.query_id), x], 1) \
+            if self.vhred else c
+        c_emb, u_emb = self.embed(turns), self.embed(stacked)
 
         def context():
-            if self.cfg.context_encoder == "hierarchical":  # VHRED: turns split by ids
-                return self.context_encoder(c_emb, c_len, c)
+            if self.vhred:
+                full = turns.new_full((c.size(0),), turns.size(1))
+                memory, vec = self.context_encoder(c_emb, full, turns)
+                return memory[:, : c.size(1)], vec
             return self.context_encoder(c_emb, host[0] if pack else c_len, pack)
 
         def utterances():
@@ -373,8 +396,8 @@ class MirrorModel(BaseModel):
         dec = getattr(self, "dec_" + name)
         state = dec.init_state(torch.cat([vecs[k] for k in spec.init_from], -1))
         memory, mask = memories[spec.memory_from]
-        out, attn, _, _ = dec(self.embed(dec_in, name), z, state, memory, mask,
-                              index=index)
+        out, attn, _, _ = dec(self.embed(dec_in, name), self.condition(z, vecs), state,
+                              memory, mask, index=index)
         return out, attn
 
     # -- training / validation -----------------------------------------------------
@@ -423,7 +446,8 @@ class MirrorModel(BaseModel):
         enc = self.encode(b.c, b.c_len, b.x, b.x_len, b.y, b.y_len, host)
         prior_in = self.prior_input(enc)
         mu_p, logvar_p = self.prior_net(prior_in)
-        mu_q, logvar_q = self.posterior_net(torch.cat([enc[k].vector for k in "cxy"], -1))
+        mu_q, logvar_q = self.posterior_net(
+            torch.cat([enc[k].vector for k in self.posterior_sides], -1))
         # a sample in training; the posterior mean for (deterministic) validation
         z = reparameterize(mu_q, logvar_q) if self.training else mu_q
         kl_dims = gaussian_kl_dims(mu_q.float(), logvar_q.float(), mu_p.float(),
@@ -545,7 +569,8 @@ class MirrorDecodingInterface:
             torch.cat([enc[k].vector for k in spec.init_from], -1))
         attended = enc[spec.memory_from]
         self._x_mask = attended.mask()
-        return attended.memory, (h0, c0, z), attended.lengths
+        return attended.memory, (h0, c0, m.condition(z, {"c": enc["c"].vector})), \
+            attended.lengths
 
     def init_state(self, src, enc_out, enc_final_hs):
         h0, c0, z = enc_final_hs
