@@ -30,8 +30,10 @@ $(STAMP): setup.py requirements-dev.txt
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash examples/demo/run.sh
 
+# a worker per core (at most 4), a test module per worker: the tests are single-threaded
+# CLI runs and tiny models (tests/conftest.py), so 2 cores take about half the time of 1
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests
 
 # docs/results.md: every system on DailyDialog from prepared data, side by side on one GPU
 # (results/comparison.yaml), then docs/results.md's evaluator commands.
