@@ -34,7 +34,6 @@ DIALOGUES = [
     ("hello .", "how are you ?", "great , i just got a new job ."),
 ]
 HOWDY = "hello . __eou__ how are you ?"
-# HOWDY's four replies as the chat shows them (detokenised)
 CHECKPOINT = "model_step_300.pt"
 
 
