@@ -6,12 +6,12 @@ and large weights must raise the constrained outputs' similarity to their source
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import yaml
-
-from cli_util import cli
 
 DIALOGUES = [
     ("do you like tea ?", "yes , very much .", "then let us have some green tea ."),
@@ -23,7 +23,17 @@ DIALOGUES = [
     ("do you want coffee ?", "no , i want tea .", "ok , i will make you tea ."),
     ("is your car broken ?", "yes , it will not start .", "i can fix your car today ."),
 ]
-DC = ["python", "-m", "onmt_mirror.dc"]
+BIN = os.path.dirname(sys.executable)
+
+
+def run(cmd, cwd, check=True):
+    exe = [sys.executable, "-m", "onmt_mirror.dc"] if cmd[0] == "dc" else \
+        [os.path.join(BIN, cmd[0])]
+    proc = subprocess.run(exe + cmd[1:], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +52,17 @@ def trained(tmp_path_factory):
            "optim": "adam", "learning_rate": 0.01, "param_init": 0.1, "seed": 3,
            "num_workers": 0, "bucket_size": 64}  # default 262144: cycles the 8 lines
     (tmp / "s2s.yaml").write_text(yaml.safe_dump(cfg))
-    cli(["onmt_build_vocab", "-config", "s2s.yaml", "-n_sample", "-1"], tmp)
-    cli(["onmt_train", "-config", "s2s.yaml"], tmp)
-    out = cli(DC + ["fit", "--train-src", "train.src", "--train-tgt", "train.tgt",
-                    "--model", "run/s2s_step_60.pt", "--topics", "3", "--min-df", "1",
-                    "--max-df", "0.3", "--lda-iter", "5"], tmp)
+    run(["onmt_build_vocab", "-config", "s2s.yaml", "-n_sample", "-1"], tmp)
+    run(["onmt_train", "-config", "s2s.yaml"], tmp)
+    out = run(["dc", "fit", "--train-src", "train.src", "--train-tgt", "train.tgt",
+               "--model", "run/s2s_step_60.pt", "--topics", "3", "--min-df", "1",
+               "--max-df", "0.3", "--lda-iter", "5"], tmp)
     assert "wrote run/s2s_step_60.dc" in out.stdout
     return tmp
 
 
 def translate(cwd, output, *extra):
-    return cli(["onmt_translate", "-model", "run/s2s_step_60.pt", "-src", "train.src",
+    return run(["onmt_translate", "-model", "run/s2s_step_60.pt", "-src", "train.src",
                 "-output", output, "-beam_size", "4", "-max_length", "12",
                 "-length_penalty", "none", "-n_best", "2"] + list(extra), cwd)
 
@@ -104,10 +114,10 @@ def test_constraints_raise_similarity_to_the_source(trained):
 
 
 def test_tune_grid_writes_results_and_best(trained):
-    out = cli(DC + ["tune", "--model", "run/s2s_step_60.pt", "--dc-model",
-                    "run/s2s_step_60.dc", "--src", "train.src", "--tgt", "train.tgt",
-                    "--out", "tune", "--alphas", "0,3", "--betas", "0", "--limit", "4",
-                    "--", "-beam_size", "3", "-max_length", "10"], trained)
+    out = run(["dc", "tune", "--model", "run/s2s_step_60.pt", "--dc-model",
+               "run/s2s_step_60.dc", "--src", "train.src", "--tgt", "train.tgt",
+               "--out", "tune", "--alphas", "0,3", "--betas", "0", "--limit", "4", "--",
+               "-beam_size", "3", "-max_length", "10"], trained)
     result = json.loads((trained / "tune/tune.json").read_text())
     assert [(r["alpha"], r["beta"]) for r in result["grid"]] == [(0, 0), (3, 0)]
     assert result["windows"] == 4 and "bleu2" in result["grid"][0]
@@ -123,8 +133,8 @@ def test_recipe_is_a_valid_onmt_translate_config(trained):
 
 
 def test_bad_dc_model_is_one_line_error(trained):
-    proc = cli(["onmt_translate", "-model", "run/s2s_step_60.pt", "-src", "train.src",
-                "-output", "x.txt", "-dc_model", "nowhere"], trained, ok=False)
+    proc = run(["onmt_translate", "-model", "run/s2s_step_60.pt", "-src", "train.src",
+                "-output", "x.txt", "-dc_model", "nowhere"], trained, check=False)
     assert proc.returncode != 0
     assert "onmt_mirror: error: -dc_model nowhere: not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr

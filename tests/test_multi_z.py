@@ -22,14 +22,13 @@ from onmt.translate import GNMTGlobalScorer
 from onmt.translate.translator import Translator
 from onmt.utils.parse import ArgumentParser
 
-from cli_util import cli
 from conftest import BOS, EOS, PAD, QUERY, make_batch, tiny_config
 from onmt_mirror.errors import MirrorError
 from onmt_mirror.models import mirror
 from onmt_mirror.registration import original
 from onmt_mirror.rerank import nbest as nb
 from onmt_mirror.rerank.__main__ import main as rerank_main
-from test_baselines_cli import DIALOGUES, train, work  # noqa: F401  (fixture)
+from test_baselines_cli import DIALOGUES, run, train, work  # noqa: F401  (fixture)
 from test_rerank_cli import Fixed
 
 WORDS = ["<unk>", "<blank>", "<s>", "</s>", "｟mirror_query｠"] + \
@@ -208,7 +207,7 @@ def test_onmt_translate_k_samples_the_score_file_tune_and_rerank(work):  # noqa:
     common = ["onmt_translate", "-model", str(ckpt), "-src", "train.src", "-beam_size",
               "2", "-n_best", "2", "-max_length", "8", "-length_penalty", "none",
               "-mirror_num_z", "3", "-seed", "7"]
-    proc = cli(common + ["-output", "k.txt", "-mirror_rerank_scores", "k.tsv", "-verbose"],
+    proc = run(common + ["-output", "k.txt", "-mirror_rerank_scores", "k.tsv", "-verbose"],
                work)
     lines = (work / "k.txt").read_text().splitlines()
     per = K * N
@@ -221,7 +220,7 @@ def test_onmt_translate_k_samples_the_score_file_tune_and_rerank(work):  # noqa:
                  "--lambdas", "0,0.5,1", "--gammas=-0.5,0,0.5", "--output",
                  str(work / "k.json")])
     params = json.loads((work / "k.json").read_text())
-    cli(common + ["-output", "best.txt", "-mirror_rerank", "-mirror_rerank_lambda",
+    run(common + ["-output", "best.txt", "-mirror_rerank", "-mirror_rerank_lambda",
                   str(params["lambda"]), "-mirror_rerank_gamma", str(params["gamma"])], work)
     best = (work / "best.txt").read_text().splitlines()
     assert len(best) == N * len(DIALOGUES)

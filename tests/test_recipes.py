@@ -16,14 +16,15 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 
-from cli_util import BIN, cli
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+BIN = os.path.dirname(sys.executable)
 EXAMPLES = REPO / "examples"
 DEMO = EXAMPLES / "demo" / "data"
 
@@ -70,8 +71,10 @@ def mirror_commands(corpus):
 
 @functools.lru_cache(maxsize=None)
 def cli_options(*cmd):
-    out = cli(list(cmd), REPO).stdout
-    return set(re.findall(r"(?<![\w-])--?([A-Za-z]\w*)", out))
+    out = subprocess.run([os.path.join(BIN, cmd[0])] + list(cmd[1:]), capture_output=True,
+                         text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(re.findall(r"(?<![\w-])--?([A-Za-z]\w*)", out.stdout))
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +293,9 @@ def test_cpu_smoke_config_runs_with_paths_from_flags(tmp_path):
                  "-save_checkpoint_steps", "2", "-valid_steps", "2", "-report_every", "1",
                  "-num_workers", "0"]
                 + vocab):
-        cli(cmd, cwd)
+        proc = subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=cwd,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(cwd.iterdir()) == []  # nothing went to the YAML's run/ or data/
     log = (out / "train.log").read_text()
     assert "Mirror step 2;" in log and "Mirror validation;" in log

@@ -16,6 +16,7 @@ import spawn_probe
 from cli_util import DIALOGUES, cli, mirror_config, write_corpus
 from onmt_mirror.registration import original
 
+BIN = os.path.dirname(sys.executable)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,7 +52,8 @@ def test_plugin_loads_in_spawned_workers(monkeypatch, disable, expected):
 
 
 def test_onmt_train_help_lists_plugin_options():
-    out = cli(["onmt_train", "-h"], REPO).stdout
+    out = subprocess.run([os.path.join(BIN, "onmt_train"), "-h"], capture_output=True,
+                         text=True, timeout=300).stdout
     for opt in ("-mirror_z_size", "-mirror_decoders", "-mirror_kl_anneal_steps",
                 "-mirror_context_turns", "Transform/MirrorTriple", "mirror_triple"):
         assert opt in out
@@ -67,8 +69,9 @@ def test_wrong_opennmt_version_is_one_clear_line():
 
 
 def test_mirror_options_on_a_stock_checkpoint_are_refused(stock_runs):
-    out = cli(["onmt_translate", "-model", "run/s_step_12.pt", "-src", "s.src", "-output",
-               "p.txt", "-mirror_z", "sample"], stock_runs["0"], ok=False)
+    out = subprocess.run([os.path.join(BIN, "onmt_translate"), "-model", "run/s_step_12.pt",
+                          "-src", "s.src", "-output", "p.txt", "-mirror_z", "sample"],
+                         cwd=stock_runs["0"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == (
         "onmt_mirror: error: run/s_step_12.pt is not a Mirror checkpoint (encoder_type "
@@ -109,16 +112,17 @@ def test_gpu_recipe_on_a_cpu_machine_is_one_line_naming_the_option(tmp_path):
     """registration/options.py: the paper recipe (gpu_ranks [0]) and -gpu 0, refused
     before any data or model is read (the files named do not exist)."""
     (tmp_path / "run" / "dailydialog").mkdir(parents=True)  # for the recipe's log_file
-    train = cli(["onmt_train", "-config",
-                 os.path.join(REPO, "examples", "dailydialog", "mirror.yaml")], tmp_path,
-                ok=False)
+    train = subprocess.run([os.path.join(BIN, "onmt_train"), "-config",
+                            os.path.join(REPO, "examples", "dailydialog", "mirror.yaml")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert train.returncode == 1 and "Traceback" not in train.stderr
     assert train.stderr.strip().splitlines()[-1].startswith(
         "onmt_mirror: error: -gpu_ranks 0 needs 1 CUDA GPU, but torch ")
     assert train.stderr.strip().endswith(
         ": to run on the CPU, give -gpu_ranks with no value (and -world_size 1)")
-    decode = cli(["onmt_translate", "-model", "none.pt", "-src", "none.src", "-output",
-                  "p.txt", "-gpu", "0"], tmp_path, ok=False)
+    decode = subprocess.run([os.path.join(BIN, "onmt_translate"), "-model", "none.pt",
+                             "-src", "none.src", "-output", "p.txt", "-gpu", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert decode.returncode == 1 and "Traceback" not in decode.stderr
     last = decode.stderr.strip().splitlines()[-1]
     assert last.startswith("onmt_mirror: error: -gpu 0 needs a CUDA GPU, but torch ")
@@ -132,7 +136,8 @@ def test_tensorboard_without_the_package_is_one_line(tmp_path):
             "sys.argv = ['onmt_train', '-config', %r, '-log_file', 't.log', '-tensorboard']; "
             "from onmt.bin.train import main; main()"
             % os.path.join(REPO, "examples", "dailydialog", "cpu_smoke.yaml"))
-    out = cli(["python", "-c", code], tmp_path, ok=False)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == (
         "onmt_mirror: error: -tensorboard needs the tensorboard package: pip install "

@@ -7,25 +7,24 @@ import re
 
 import torch
 
-from cli_util import cli
 from conftest import PAD, tiny_config
 from onmt_mirror.models.mirror import MirrorModel
 from onmt_mirror.rerank import nbest as nb
 from onmt_mirror.rerank.scorer import CheckpointScorer
-from test_baselines_cli import DIALOGUES, train, work  # noqa: F401  (fixture)
+from test_baselines_cli import DIALOGUES, run, train, work  # noqa: F401  (fixture)
 
 N_BEST = 3
 
 
 def nbest(work, ckpt, out):  # noqa: F811
-    proc = cli(["onmt_translate", "-model", str(ckpt), "-src", "train.src", "-output", out,
+    proc = run(["onmt_translate", "-model", str(ckpt), "-src", "train.src", "-output", out,
                 "-beam_size", str(N_BEST), "-n_best", str(N_BEST), "-max_length", "10",
                 "-length_penalty", "none", "-verbose"], work)
     return [float(s) for s in re.findall(r"(?m)^PRED SCORE: (-?[\d.]+)$", proc.stderr)]
 
 
 def rerank(work, *args):  # noqa: F811
-    return cli(["python", "-m", "onmt_mirror.rerank"] + list(args), work).stdout
+    return run(["python", "-m", "onmt_mirror.rerank"] + list(args), work).stdout
 
 
 def test_mmi_bidi_rerank_with_a_backward_model(work):  # noqa: F811

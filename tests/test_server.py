@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,7 @@ import urllib.request
 import pytest
 import yaml
 
-from cli_util import BIN, cli
+BIN = os.path.dirname(sys.executable)
 # One context turn and query per window. "hello . / how are you ?" has four responses:
 # only z tells them apart, so prior samples must give different replies there.
 # "hello . / good morning !" is the chat page's first turn (its opening is "hello ."); its
@@ -34,6 +35,12 @@ DIALOGUES = [
 ]
 HOWDY = "hello . __eou__ how are you ?"
 CHECKPOINT = "model_step_300.pt"
+
+
+def _run(cmd, cwd):
+    proc = subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def tiny_checkpoint(tmp_path_factory):
@@ -59,8 +66,8 @@ def tiny_checkpoint(tmp_path_factory):
            "optim": "adam", "learning_rate": 0.01, "param_init": 0.1, "seed": 3,
            "num_workers": 1, "bucket_size": 64}
     (root / "mirror.yaml").write_text(yaml.safe_dump(cfg))
-    cli(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], root)
-    cli(["onmt_train", "-config", "mirror.yaml"], root)
+    _run(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], root)
+    _run(["onmt_train", "-config", "mirror.yaml"], root)
     return root / "run"
 
 
