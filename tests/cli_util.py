@@ -1,5 +1,7 @@
 """Helpers for tests that drive the stock CLIs: run them, tiny corpora and configs."""
 import atexit
+import contextlib
+import fcntl
 import multiprocessing
 import os
 import re
@@ -114,6 +116,24 @@ def _child(argv, cwd, env, out, err):
     os._exit(status)
 
 
+def session_folder(tmp_path_factory, name):
+    """A folder shared by the whole test session, its xdist workers included (their
+    temporary roots lie side by side): build what it lacks while holding `locked`."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent
+    (root / name).mkdir(exist_ok=True)
+    return root / name
+
+
+@contextlib.contextmanager
+def locked(folder):
+    """One process at a time (e.g. to train a model the others will then find there)."""
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def error_line(proc):
     """A failed CLI: exit 1, no traceback, exactly one error line; returns it. (A data
     worker may still log a line or two after it, so it need not be the last line.)"""
@@ -130,7 +150,9 @@ def write_corpus(folder, src="train.src", tgt="train.tgt"):
 
 
 def mirror_config(folder, name="mirror.yaml", **overrides):
-    """A tiny Mirror (CPU, fixed seed) on `train.src/tgt`; returns the config's name."""
+    """A tiny Mirror (CPU, fixed seed) on `train.src/tgt`; returns the config's name. No
+    data worker (each would be a fresh process importing torch): the stock seq2seq of
+    stock_config and the bad-corpus tests read through one."""
     corpus = {"path_src": "train.src", "path_tgt": "train.tgt",
               "transforms": ["mirror_triple"]}
     cfg = {"save_data": "run/sample", "src_vocab": "run/vocab.txt", "share_vocab": True,
@@ -140,7 +162,7 @@ def mirror_config(folder, name="mirror.yaml", **overrides):
            "mirror_kl_anneal_steps": 30, "save_model": "run/model",
            "save_checkpoint_steps": 100, "train_steps": 100, "valid_steps": 100,
            "report_every": 1, "batch_type": "sents", "batch_size": 4, "optim": "adam",
-           "learning_rate": 0.01, "param_init": 0.1, "seed": 3, "num_workers": 1,
+           "learning_rate": 0.01, "param_init": 0.1, "seed": 3, "num_workers": 0,
            "bucket_size": 64, "log_file": "run/train.log"}
     cfg.update(overrides)
     (folder / name).write_text(yaml.safe_dump(cfg))
