@@ -64,21 +64,17 @@ def model():
 @pytest.fixture(scope="session")
 def stock_runs(tmp_path_factory):
     """cli_util's tiny stock seq2seq trained by the stock CLIs, 12 steps with a validation
-    every 6, with the plugin off ("1": ONMT_MIRROR_DISABLE=1, a fresh process) and on
-    ("0": unset, forked by cli_util like most CLI runs): {"1" or "0": folder}. Trained
-    once per session: test_reliability_onmt_suite compares the two runs, and
+    every 6, with the plugin off ("1") and on ("0"): {ONMT_MIRROR_DISABLE: folder}.
+    Trained once per session: test_reliability_onmt_suite compares the two runs, and
     test_registration needs a stock checkpoint."""
-    from cli_util import cli, locked, session_folder, stock_config
+    from cli_util import cli, stock_config
 
     runs = {}
     for disable in ("1", "0"):
-        work = session_folder(tmp_path_factory, "stock_off" if disable == "1" else "stock_on")
-        with locked(work):
-            if not (work / "run/s_step_12.pt").exists():
-                cfg = stock_config(work, train_steps=12, save_checkpoint_steps=12,
-                                   valid_steps=6)
-                env = {"ONMT_MIRROR_DISABLE": disable} if disable == "1" else {}
-                cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], work, env)
-                cli(["onmt_train", "-config", cfg], work, env)
+        work = tmp_path_factory.mktemp("stock_off" if disable == "1" else "stock_on")
+        cfg = stock_config(work, train_steps=12, save_checkpoint_steps=12, valid_steps=6)
+        env = {"ONMT_MIRROR_DISABLE": disable}
+        cli(["onmt_build_vocab", "-config", cfg, "-n_sample", "-1"], work, env)
+        cli(["onmt_train", "-config", cfg], work, env)
         runs[disable] = work
     return runs

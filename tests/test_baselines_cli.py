@@ -6,12 +6,16 @@ broken recipe fails here.
 Dialogues have four turns, so HRED and VHRED run with two context turns
 (-mirror_context_turns 2: src = c1 ｟mirror_turn｠ c2 ｟mirror_query｠ x).
 """
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 
-from cli_util import cli, locked, session_folder
 from conftest import REPO
 
+BIN = os.path.dirname(sys.executable)
 DIALOGUES = [
     ("hello .", "do you like tea ?", "yes , very much .", "then let us have some tea ."),
     ("excuse me .", "where is the station ?", "it is near the bank .",
@@ -31,6 +35,14 @@ TINY = {"word_vec_size": 16, "hidden_size": 32, "layers": 1, "dropout": 0.0,
         "train_steps": 20, "valid_steps": 20, "save_checkpoint_steps": 20,
         "report_every": 10, "start_decay_steps": 1000, "early_stopping": 0,
         "keep_checkpoint": -1, "src_vocab_size": 0, "tgt_vocab_size": 0}
+
+
+def run(cmd, cwd):
+    exe = [os.path.join(BIN, cmd[0])] if not cmd[0].endswith("python") else [sys.executable]
+    proc = subprocess.run(exe + cmd[1:], cwd=cwd, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc
 
 
 def tiny_recipe(work, name, **overrides):
@@ -55,24 +67,20 @@ def tiny_recipe(work, name, **overrides):
 def work(tmp_path_factory):
     """The corpus, the two vocabularies (forward on mirror_triple, backward on
     mirror_backward), and a cache of trained checkpoints shared by the re-rank tests."""
-    tmp = session_folder(tmp_path_factory, "baselines")
-    with locked(tmp):
-        if not (tmp / "run/bwd/vocab.txt").exists():
-            (tmp / "train.src").write_text("".join(" __eou__ ".join(d[:3]) + "\n"
-                                                   for d in DIALOGUES))
-            (tmp / "train.tgt").write_text("".join(d[3] + "\n" for d in DIALOGUES))
-            for name in ("seq2seq", "mmi_backward"):
-                cli(["onmt_build_vocab", "-config", tiny_recipe(tmp, name), "-n_sample",
-                     "-1"], tmp)
+    tmp = tmp_path_factory.mktemp("baselines")
+    (tmp / "train.src").write_text("".join(" __eou__ ".join(d[:3]) + "\n"
+                                           for d in DIALOGUES))
+    (tmp / "train.tgt").write_text("".join(d[3] + "\n" for d in DIALOGUES))
+    for name in ("seq2seq", "mmi_backward"):
+        run(["onmt_build_vocab", "-config", tiny_recipe(tmp, name), "-n_sample", "-1"], tmp)
     return tmp
 
 
 def train(work, name, **overrides):
     """Train a tiny recipe once per session; returns the checkpoint's path."""
     ckpt = work / ("run/%s/model_step_%d.pt" % (name, overrides.get("train_steps", 20)))
-    with locked(work):
-        if not ckpt.exists():
-            cli(["onmt_train", "-config", tiny_recipe(work, name, **overrides)], work)
+    if not ckpt.exists():
+        run(["onmt_train", "-config", tiny_recipe(work, name, **overrides)], work)
     return ckpt
 
 
@@ -81,7 +89,7 @@ def train(work, name, **overrides):
 def test_baseline_trains_and_decodes_n_best_with_stock_clis(work, name, turns):
     ckpt = train(work, name, mirror_context_turns=turns)
     out = "pred_%s.txt" % name
-    cli(["onmt_translate", "-model", str(ckpt), "-src", "train.src", "-output", out,
+    run(["onmt_translate", "-model", str(ckpt), "-src", "train.src", "-output", out,
          "-beam_size", "3", "-n_best", "2", "-max_length", "10", "-length_penalty", "none"],
         work)
     lines = (work / out).read_text().splitlines()
@@ -96,10 +104,9 @@ def test_baseline_trains_and_decodes_n_best_with_stock_clis(work, name, turns):
 
 
 def test_backward_model_reads_windows_as_y_to_x(work):
-    """The mirror_backward transform: onmt_build_vocab's samples show src = y, tgt = x.
-    (Its vocabulary of 2 samples goes beside the one the backward model trains with.)"""
-    cli(["onmt_build_vocab", "-config", "mmi_backward.yaml", "-n_sample", "2",
-         "-dump_samples", "-src_vocab", "run/bwd/vocab_2_samples.txt"], work)
+    """The mirror_backward transform: onmt_build_vocab's samples show src = y, tgt = x."""
+    run(["onmt_build_vocab", "-config", "mmi_backward.yaml", "-n_sample", "2",
+         "-dump_samples"], work)
     src = (work / "run/bwd/sample/train.sample.src").read_text().splitlines()
     tgt = (work / "run/bwd/sample/train.sample.tgt").read_text().splitlines()
     pairs = set(zip(src, tgt))
@@ -113,7 +120,8 @@ def test_every_baseline_recipe_key_is_an_onmt_train_option():
     """onmt_train silently ignores unknown keys; a typo would change nothing visible."""
     import re
 
-    help_text = cli(["onmt_train", "-h"], REPO).stdout
+    help_text = subprocess.run([os.path.join(BIN, "onmt_train"), "-h"], capture_output=True,
+                               text=True, timeout=300, cwd=REPO).stdout
     known = set(re.findall(r"(?<![\w-])--?([A-Za-z]\w*)", help_text))
     for corpus in ("dailydialog", "movietriples"):
         # the paper's Mirror setting (DailyDialog's mirror.yaml adds the latent remedy,

@@ -14,9 +14,8 @@ from cli_util import DIALOGUES, cli, mirror_config, write_corpus
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     write_corpus(tmp)
-    # no data worker (mirror_config's): the stock reader resets the logger, yet the log
-    # must still get every line
-    mirror_config(tmp, word_vec_size=24, hidden_size=48, mirror_z_size=8,
+    # num_workers 0: no data worker to start (the log must still get every line)
+    mirror_config(tmp, num_workers=0, word_vec_size=24, hidden_size=48, mirror_z_size=8,
                   mirror_kl_anneal_steps=40, save_checkpoint_steps=300, train_steps=300,
                   valid_steps=300, report_every=50, batch_size=6)
     cli(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], tmp)

@@ -63,10 +63,9 @@ def test_bad_corpus_onmt_build_vocab(work, name):
 
 @pytest.mark.parametrize("name", ["no_query", "src_longer", "invalid_utf8"])
 def test_bad_corpus_onmt_train(work, name):
-    """Read by a data worker: its error reaches the training process as text."""
     message = write_bad(work, name)
     out = cli(["onmt_train", "-config", "mirror.yaml", "-data", BAD_DATA, "-save_model",
-               "run/bad", "-num_workers", "1"], work, ok=False)
+               "run/bad"], work, ok=False)
     assert error_line(out) == message
     assert not list(work.glob("run/bad*.pt"))
 

@@ -15,7 +15,8 @@ E = "onmt_mirror: error: "
 def work(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("numerics")
     write_corpus(tmp)
-    mirror_config(tmp, train_steps=6, save_checkpoint_steps=2, valid_steps=100)
+    mirror_config(tmp, train_steps=6, save_checkpoint_steps=2, valid_steps=100,
+                  num_workers=0)  # no data worker to start in each run
     cli(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], tmp)
     return tmp
 

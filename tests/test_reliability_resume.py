@@ -56,7 +56,8 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
         work = tmp_path / name
         work.mkdir()
         write_corpus(work)
-        mirror_config(work, train_steps=STEPS, save_checkpoint_steps=CKPT, valid_steps=CKPT)
+        mirror_config(work, train_steps=STEPS, save_checkpoint_steps=CKPT, valid_steps=CKPT,
+                      num_workers=0)  # no data worker to start at each run and validation
         runs[name] = work
     cli(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], runs["whole"])
     (runs["killed"] / "run").mkdir()  # the same corpus: the same vocabulary

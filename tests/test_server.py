@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,7 @@ import urllib.request
 import pytest
 import yaml
 
-from cli_util import BIN, cli, locked, session_folder
+BIN = os.path.dirname(sys.executable)
 # One context turn and query per window. "hello . / how are you ?" has four responses:
 # only z tells them apart, so prior samples must give different replies there.
 # "hello . / good morning !" is the chat page's first turn (its opening is "hello ."); its
@@ -36,16 +37,18 @@ HOWDY = "hello . __eou__ how are you ?"
 CHECKPOINT = "model_step_300.pt"
 
 
+def _run(cmd, cwd):
+    proc = subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def tiny_checkpoint(tmp_path_factory):
-    """Train once per session; -> the run directory."""
-    root = session_folder(tmp_path_factory, "mirror_server_model")
-    with locked(root):
-        if not (root / "run" / CHECKPOINT).exists():
-            train_tiny(root)
-    return root / "run"
-
-
-def train_tiny(root):
+    """Train once per session (in the session's base temp dir); -> the run directory."""
+    root = tmp_path_factory.getbasetemp() / "mirror_server_model"
+    if (root / "run" / CHECKPOINT).exists():
+        return root / "run"
+    root.mkdir(exist_ok=True)
     (root / "train.src").write_text("".join("%s __eou__ %s\n" % (c, x)
                                             for c, x, _ in DIALOGUES))
     (root / "train.tgt").write_text("".join(y + "\n" for *_, y in DIALOGUES))
@@ -61,10 +64,11 @@ def train_tiny(root):
            "save_checkpoint_steps": 300, "train_steps": 300, "valid_steps": 300,
            "report_every": 100, "batch_type": "sents", "batch_size": 8,
            "optim": "adam", "learning_rate": 0.01, "param_init": 0.1, "seed": 3,
-           "num_workers": 0, "bucket_size": 64}
+           "num_workers": 1, "bucket_size": 64}
     (root / "mirror.yaml").write_text(yaml.safe_dump(cfg))
-    cli(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], root)
-    cli(["onmt_train", "-config", "mirror.yaml"], root)
+    _run(["onmt_build_vocab", "-config", "mirror.yaml", "-n_sample", "-1"], root)
+    _run(["onmt_train", "-config", "mirror.yaml"], root)
+    return root / "run"
 
 
 def server_config(models_root, **custom):
